@@ -1,0 +1,1 @@
+"""featlab's command line interface (``featlab``)."""

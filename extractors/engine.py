@@ -1,0 +1,301 @@
+"""The extraction engine: a backbone over a dataset, into the store, resumable and exact.
+
+Rows are grouped into batches that never straddle a store chunk: the selected rows of each chunk,
+in order, cut into groups of ``batch_size``. Each batch is written (values, then the ``written``
+mask) as soon as it is computed. A killed run therefore loses at most the batches in flight, and
+a rerun of the same command recomputes exactly the batches an uninterrupted run computes, so the
+final array is byte-identical.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from featlab.extractors.backbone import Backbone, build_backbone
+from featlab.extractors.device import resolve_runtime
+from featlab.extractors.loader import BatchDataset, batch_loader
+from featlab.extractors.progress import Progress
+from featlab.extractors.spec import ModelSpec, resolve_spec
+
+from featlab.datasets import SampleTable, load_dataset
+from featlab.errors import BadImageError, ExtractionError, InvalidArgumentError
+from featlab.store import FeatureStore, open_store
+from featlab.store._layout import chunk_rows_for
+
+DEFAULT_BATCH_SIZE = 128
+SPLIT_NAMES = ("train", "val", "test", "unlabeled")
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    """What one :func:`extract` call did.
+
+    ``status`` is ``extracted`` (new), ``resumed`` (continued a partial run) or ``reused`` (the
+    model was already complete with the same spec and weights; nothing computed).
+    """
+
+    dataset: str
+    model: str
+    status: str
+    complete: bool
+    n_samples: int
+    n_selected: int
+    n_computed: int
+    dim: int
+    seconds: float
+    images_per_s: float
+    device: str
+    precision: str
+    kernels: str
+    bad: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_workers() -> int:
+    """Decoding workers: one per spare core, at least 1, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def plan_batches(
+    selected: np.ndarray, written: np.ndarray, chunk_rows: int, batch_size: int
+) -> list[np.ndarray]:
+    """Batches of pending rows, each inside one chunk, fixed by ``selected`` alone.
+
+    The grouping does not depend on ``written``; batches whose rows are all written are dropped.
+    So a resumed run recomputes the same batches, with the same composition, as the first run.
+    """
+    batches = []
+    for lo in range(0, len(selected), chunk_rows):
+        rows = lo + np.flatnonzero(selected[lo : lo + chunk_rows])
+        for b in range(0, len(rows), batch_size):
+            group = rows[b : b + batch_size]
+            if not written[group].all():
+                batches.append(group)
+    return batches
+
+
+def select_rows(
+    splits: np.ndarray, wanted: tuple[str, ...] | None, limit: int | None
+) -> np.ndarray:
+    """``(n,)`` bool: rows in the wanted splits (``unlabeled`` = split ""), first ``limit`` only."""
+    mask = np.ones(len(splits), dtype=bool)
+    if wanted:
+        unknown = [s for s in wanted if s not in SPLIT_NAMES]
+        if unknown:
+            raise InvalidArgumentError(f"unknown split(s) {unknown}; choose from {SPLIT_NAMES}")
+        names = ["" if s == "unlabeled" else s for s in wanted]
+        mask = np.isin(splits, names)
+    if limit is not None:
+        if limit < 1:
+            raise InvalidArgumentError(f"limit must be >= 1; got {limit}")
+        mask[np.flatnonzero(mask)[limit:]] = False
+    return mask
+
+
+def extract(
+    model: str | ModelSpec,
+    dataset: str | SampleTable,
+    store: str | os.PathLike[str] | FeatureStore | None = None,
+    *,
+    name: str | None = None,
+    splits: tuple[str, ...] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    weights: str | os.PathLike[str] | None = None,
+    random_init: bool = False,
+    img_size: int | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    skip_bad: bool = False,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> ExtractionResult:
+    """Extract ``model``'s embeddings of ``dataset`` into ``store``.
+
+    Args:
+        model: ``timm:<arch>`` or a :class:`ModelSpec`.
+        dataset: ``digits``, ``folder:PATH``, ``csv:PATH`` or a :class:`SampleTable`.
+        store: Store path or open store; default ``$FEATLAB_STORE`` or ``./featlab.zarr``.
+        name: Name to store the embeddings under; default the model name.
+        splits: Only these splits (``train``, ``val``, ``test``, ``unlabeled``); default all.
+        batch_size: Images per forward pass; a resumed run must use the stored one.
+        workers: Decoding worker processes; default one per spare core.
+        device: ``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``.
+        precision: ``auto`` (bf16 where fast), ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
+        weights: A local checkpoint for the architecture, loaded strictly.
+        random_init: Seeded random weights instead of the published ones.
+        img_size: Square input size overriding the model's default.
+        limit: Extract only the first ``limit`` selected samples (the model stays incomplete).
+        overwrite: Replace stored embeddings of the same name.
+        skip_bad: Record unreadable images as bad (excluded from evaluation) instead of failing.
+        seed: Seed of random initialisation.
+        progress: Show a progress bar; default only on a terminal.
+
+    Returns:
+        An :class:`ExtractionResult`; the embeddings are in the store.
+
+    Raises:
+        BadImageError: An image cannot be read (without ``skip_bad``); names file and sample id.
+        ExtractionError: Non-finite embeddings (names the samples), or a resume with another
+            batch size.
+        ModelMismatchError: Same name, different spec/weights/precision stored.
+        WeightsError, UnknownModelError, DatasetError, StoreError: As their names say.
+    """
+    if batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be >= 1; got {batch_size}")
+    table = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    if table.images is None:
+        raise ExtractionError(f"dataset {table.name!r} has no image source to read from")
+    if isinstance(model, str):
+        spec = resolve_spec(
+            model, pretrained=not random_init and weights is None, img_size=img_size
+        )
+    else:
+        spec = model
+    runtime = resolve_runtime(device, precision)
+    st = store if isinstance(store, FeatureStore) else open_store(store, mode="a")
+    selected = select_rows(table.splits, splits, limit)  # validate before any write
+    ds = st.add_dataset(table)
+    backbone = build_backbone(
+        spec, runtime, weights=None if weights is None else str(weights), seed=seed
+    )
+    model_name = name or spec.name
+    identity = {
+        "spec": backbone.spec.to_dict(),
+        "weights": {k: backbone.weights.get(k) for k in ("source", "sha256", "seed")},
+        "precision": runtime.precision,
+    }
+    attrs = {
+        "view": backbone.view(),
+        "weights_path": backbone.weights.get("path"),
+        "device": runtime.device,
+        "kernels": runtime.kernels,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    writer = ds.open_writer(
+        model_name,
+        dim=backbone.dim,
+        chunk_rows=chunk_rows_for(backbone.dim, batch_size),
+        identity=identity,
+        attrs=attrs,
+        overwrite=overwrite,
+    )
+    with writer:
+        stored_bs = int(writer.attrs.get("batch_size", batch_size))
+        written = writer.written()
+        batches = plan_batches(selected, written, writer.chunk_rows, batch_size)
+        if batches and stored_bs != batch_size:
+            raise ExtractionError(
+                f"{model_name!r} on {table.name!r} was started with batch size {stored_bs}; "
+                f"resuming with {batch_size} would change the result. Rerun with --batch-size "
+                f"{stored_bs}, or --overwrite to start over."
+            )
+        status = "reused" if not batches else ("resumed" if written.any() else "extracted")
+        t0 = time.perf_counter()
+        bad = _run(
+            backbone,
+            table,
+            writer,
+            batches,
+            workers=workers,
+            skip_bad=skip_bad,
+            desc=f"{model_name} | {table.name}",
+            progress=progress,
+        )
+        seconds = time.perf_counter() - t0
+        n_computed = int(sum(len(b) for b in batches))
+        complete = bool(writer.written().all())
+        ips = n_computed / seconds if n_computed and seconds > 0 else 0.0
+        all_bad = {**writer.attrs.get("bad_samples", {}), **bad}
+        updates: dict[str, Any] = {
+            "complete": complete,
+            "bad_samples": all_bad,
+            "n_bad": len(all_bad),
+        }
+        if n_computed:
+            updates.update(
+                images_per_s=round(ips, 2),
+                seconds=round(seconds, 3),
+                device=runtime.device,
+                kernels=runtime.kernels,
+            )
+        writer.update_attrs(**updates)
+    return ExtractionResult(
+        dataset=table.name,
+        model=model_name,
+        status=status,
+        complete=complete,
+        n_samples=len(table),
+        n_selected=int(selected.sum()),
+        n_computed=n_computed,
+        dim=backbone.dim,
+        seconds=seconds,
+        images_per_s=ips,
+        device=runtime.device,
+        precision=runtime.precision,
+        kernels=runtime.kernels,
+        bad=bad,
+    )
+
+
+def _run(
+    backbone: Backbone,
+    table: SampleTable,
+    writer: Any,
+    batches: list[np.ndarray],
+    *,
+    workers: int | None,
+    skip_bad: bool,
+    desc: str,
+    progress: bool | None,
+) -> dict[str, str]:
+    """Compute and write ``batches``; return ``{sample id: reason}`` of unreadable images."""
+    if not batches:
+        return {}
+    n_workers = default_workers() if workers is None else workers
+    loader = batch_loader(
+        BatchDataset(table.images, batches, backbone.spec),
+        workers=min(n_workers, len(batches)),
+        pin_memory=backbone.runtime.device.startswith("cuda"),
+    )
+    bar = Progress(int(sum(len(b) for b in batches)), desc, enabled=progress)
+    bad: dict[str, str] = {}
+    try:
+        for batch in loader:
+            bad_mask = np.zeros(len(batch.rows), dtype=bool)
+            if batch.errors:
+                if not skip_bad:
+                    row, reason = next(iter(batch.errors.items()))
+                    raise BadImageError(
+                        f"sample {table.ids[row]!r} (row {row}) cannot be read: {reason}. Fix or "
+                        "remove the file, or pass --skip-bad to record it as bad and go on."
+                    )
+                bad_mask = np.isin(batch.rows, list(batch.errors))
+                bad.update({str(table.ids[r]): m for r, m in batch.errors.items()})
+            out = backbone.embed(batch.images)
+            finite = torch.isfinite(out).all(dim=1).numpy() | bad_mask
+            if not finite.all():
+                ids = [str(i) for i in table.ids[batch.rows[~finite]][:10]]
+                raise ExtractionError(
+                    f"{int((~finite).sum())} embedding(s) contain NaN or inf, e.g. samples {ids}; "
+                    f"nothing was written for this batch. Try --precision fp32, and check the "
+                    "weights and these images."
+                )
+            values = out.numpy()
+            values[bad_mask] = 0.0
+            writer.write(batch.rows, values, bad_mask)
+            bar.update(len(batch.rows))
+    finally:
+        bar.close()
+        del loader
+    return bad
