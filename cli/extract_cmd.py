@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from featlab.cli._common import store_option
 
 
@@ -98,9 +99,8 @@ def extract_cmd(
 
     Rerunning the same command resumes an interrupted run, or reuses a complete one.
     """
-    from featlab.extractors import extract
-
     from featlab.datasets import load_dataset
+    from featlab.extractors import extract
     from featlab.store import open_store
 
     if name and len(models) > 1:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from featlab.extractors.device import Runtime
-from featlab.extractors.spec import ModelSpec
-from featlab.extractors.weights import load_backbone_state, read_state_dict, sha256_file
 from torch import nn
 
 from featlab.errors import WeightsError
+from featlab.extractors.device import Runtime
+from featlab.extractors.spec import ModelSpec
+from featlab.extractors.weights import load_backbone_state, read_state_dict, sha256_file
 
 
 @dataclass

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from featlab.datasets import SampleTable, load_dataset
+from featlab.errors import BadImageError, ExtractionError, InvalidArgumentError
 from featlab.extractors.backbone import Backbone, build_backbone
 from featlab.extractors.device import resolve_runtime
 from featlab.extractors.loader import BatchDataset, batch_loader
 from featlab.extractors.progress import Progress
 from featlab.extractors.spec import ModelSpec, resolve_spec
-
-from featlab.datasets import SampleTable, load_dataset
-from featlab.errors import BadImageError, ExtractionError, InvalidArgumentError
 from featlab.store import FeatureStore, open_store
 from featlab.store._layout import chunk_rows_for
 
@@ -52,6 +52,7 @@ class ExtractionResult:
     device: str
     precision: str
     kernels: str
+    write_seconds: float = 0.0
     bad: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,7 +203,7 @@ def extract(
             )
         status = "reused" if not batches else ("resumed" if written.any() else "extracted")
         t0 = time.perf_counter()
-        bad = _run(
+        bad, write_seconds = _run(
             backbone,
             table,
             writer,
@@ -225,6 +226,7 @@ def extract(
         if n_computed:
             updates.update(
                 images_per_s=round(ips, 2),
+                write_seconds=round(write_seconds, 3),
                 seconds=round(seconds, 3),
                 device=runtime.device,
                 kernels=runtime.kernels,
@@ -244,6 +246,7 @@ def extract(
         device=runtime.device,
         precision=runtime.precision,
         kernels=runtime.kernels,
+        write_seconds=write_seconds,
         bad=bad,
     )
 
@@ -258,10 +261,14 @@ def _run(
     skip_bad: bool,
     desc: str,
     progress: bool | None,
-) -> dict[str, str]:
-    """Compute and write ``batches``; return ``{sample id: reason}`` of unreadable images."""
+) -> tuple[dict[str, str], float]:
+    """Compute and write ``batches``.
+
+    Returns:
+        ``{sample id: reason}`` of unreadable images, and the seconds spent writing the store.
+    """
     if not batches:
-        return {}
+        return {}, 0.0
     n_workers = default_workers() if workers is None else workers
     loader = batch_loader(
         BatchDataset(table.images, batches, backbone.spec),
@@ -270,6 +277,7 @@ def _run(
     )
     bar = Progress(int(sum(len(b) for b in batches)), desc, enabled=progress)
     bad: dict[str, str] = {}
+    write_seconds = 0.0
     try:
         for batch in loader:
             bad_mask = np.zeros(len(batch.rows), dtype=bool)
@@ -277,7 +285,7 @@ def _run(
                 if not skip_bad:
                     row, reason = next(iter(batch.errors.items()))
                     raise BadImageError(
-                        f"sample {table.ids[row]!r} (row {row}) cannot be read: {reason}. Fix or "
+                        f"sample {str(table.ids[row])!r} (row {row}) cannot be read: {reason}. Fix or "
                         "remove the file, or pass --skip-bad to record it as bad and go on."
                     )
                 bad_mask = np.isin(batch.rows, list(batch.errors))
@@ -293,9 +301,11 @@ def _run(
                 )
             values = out.numpy()
             values[bad_mask] = 0.0
+            t_write = time.perf_counter()
             writer.write(batch.rows, values, bad_mask)
+            write_seconds += time.perf_counter() - t_write
             bar.update(len(batch.rows))
     finally:
         bar.close()
         del loader
-    return bad
+    return bad, write_seconds

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from featlab.extractors.spec import ModelSpec
 from torch.utils.data import DataLoader, Dataset
 
 from featlab.datasets.images import ImageSource
 from featlab.errors import BadImageError
+from featlab.extractors.spec import ModelSpec
 
 
 def geometric_transform(spec: ModelSpec):

@@ -30,6 +30,11 @@ def _is_image(path: Path) -> bool:
     )
 
 
+def _hidden(rel: Path) -> bool:
+    """True if a path inside a class folder is hidden or OS metadata (``.AppleDouble/x.png``)."""
+    return any(p.startswith(".") or p in IGNORED_DIRS for p in rel.parts)
+
+
 def _class_dirs(root: Path) -> list[Path]:
     return sorted(
         p
@@ -68,7 +73,7 @@ def read_image_folder(root: str | Path, *, name: str | None = None, seed: int = 
     for split, split_root in split_roots:
         for cls_dir in _class_dirs(split_root):
             for f in sorted(cls_dir.rglob("*")):
-                if _is_image(f):
+                if _is_image(f) and not _hidden(f.relative_to(cls_dir)):
                     paths.append(f)
                     labels.append(classes.index(cls_dir.name))
                     splits.append(split)

@@ -73,10 +73,11 @@ def array_to_image(a: np.ndarray) -> Image.Image:
     """
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
-    if a.dtype == np.uint16:
+    if a.dtype.kind == "u" and a.dtype.itemsize == 2:  # uint16, either byte order
         if a.ndim != 2:
             raise BadImageError(f"uint16 arrays must be (H, W) grayscale; got shape {a.shape}")
-        return to_rgb(Image.fromarray(a, mode="I;16"))
+        # No explicit mode: Pillow picks I;16 / I from the dtype (Pillow >= 12 rejects mode="I;16").
+        return to_rgb(Image.fromarray(a))
     if a.dtype != np.uint8:
         raise BadImageError(f"image arrays must be uint8 or uint16; got {a.dtype}")
     if a.ndim == 2:

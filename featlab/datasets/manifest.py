@@ -48,12 +48,16 @@ def read_manifest(path: str | Path, *, name: str | None = None, seed: int = 0) -
                 f"{path}: missing column(s) {missing}; found header {header}; "
                 "expected path,label[,split]"
             )
-        rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in reader]
+        rows: list[dict[str, str]] = []
+        lines: list[int] = []  # the file line of each row (blank lines are skipped)
+        for r in reader:
+            rows.append({k.strip(): (v or "").strip() for k, v in r.items() if k})
+            lines.append(reader.line_num)
     if not rows:
         raise DatasetError(f"{path}: the manifest has a header but no rows")
     base = path.parent
     files = []
-    for i, r in enumerate(rows, start=2):  # line 1 is the header
+    for i, r in zip(lines, rows, strict=True):
         f = Path(r["path"]).expanduser()
         f = f if f.is_absolute() else base / f
         if not f.is_file():
@@ -64,9 +68,12 @@ def read_manifest(path: str | Path, *, name: str | None = None, seed: int = 0) -
     attrs: dict = {"source": "csv", "root": str(path.resolve())}
     if "split" in header:
         splits = np.array([r["split"] for r in rows])
-        bad = [s for s in np.unique(splits) if s not in SPLITS]
+        bad = [str(s) for s in np.unique(splits) if s not in SPLITS]
         if bad:
-            raise DatasetError(f"{path}: unknown split value(s) {bad}; use train, val, test or ''")
+            line = lines[int(np.flatnonzero(~np.isin(splits, SPLITS))[0])]
+            raise DatasetError(
+                f"{path}:{line}: unknown split value(s) {bad}; use train, val, test or ''"
+            )
         attrs["split_method"] = "manifest"
     else:
         splits = stratified_split(labels, DEFAULT_FRACTIONS, seed=seed)

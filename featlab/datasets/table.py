@@ -79,7 +79,7 @@ class SampleTable:
         if bad_split.any():
             i = int(np.flatnonzero(bad_split)[0])
             raise DatasetError(
-                f"{self.name}: sample {self.ids[i]!r} has split {self.splits[i]!r}; "
+                f"{self.name}: sample {str(self.ids[i])!r} has split {str(self.splits[i])!r}; "
                 f"expected one of {SPLITS[:-1]} or '' (unlabeled)"
             )
         self._validate_labels()
@@ -98,12 +98,12 @@ class SampleTable:
         if out.any():
             i = int(np.flatnonzero(out)[0])
             raise DatasetError(
-                f"{self.name}: sample {self.ids[i]!r} has label {int(self.labels[i])}, outside "
-                f"0..{k - 1} for classes {list(self.classes)} (-1 means unknown)"
+                f"{self.name}: sample {str(self.ids[i])!r} has label {int(self.labels[i])}, "
+                f"outside 0..{k - 1} for classes {list(self.classes)} (-1 means unknown)"
             )
 
     def split_counts(self) -> dict[str, int]:
-        """Number of samples per split, e.g. ``{"train": 1078, "val": 359, "test": 360}``."""
+        """Number of samples per split, e.g. ``{"train": 1078, "val": 360, "test": 359}``."""
         names, counts = np.unique(self.splits, return_counts=True)
         return {str(s) or "unlabeled": int(c) for s, c in zip(names, counts, strict=True)}
 

@@ -67,9 +67,10 @@ def open_store(path: str | os.PathLike[str] | None = None, mode: Mode = "r") -> 
                 f"no featlab store at {str(p)!r}{hint}; create one with `featlab extract ... "
                 f"--store {p}`, or pass the right --store / set ${L.STORE_ENV}"
             )
-        if p.exists() and any(p.iterdir()):
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            what = "exists and is not empty" if p.is_dir() else "is a file"
             raise StoreExistsError(
-                f"{str(p)!r} exists and is not empty, but is not a featlab store; refusing to "
+                f"{str(p)!r} {what}, but is not a featlab store; refusing to "
                 "write into it. Choose another --store path."
             )
         _check_writable(p)
@@ -99,6 +100,11 @@ def _check_writable(p: Path) -> None:
     target = p if p.exists() else p.parent
     while not target.exists() and target != target.parent:
         target = target.parent
+    if target != p and not target.is_dir():
+        raise StoreExistsError(
+            f"cannot create the store at {str(p)!r}: {str(target)!r} is a file, not a directory; "
+            "choose another --store path"
+        )
     if not os.access(target, os.W_OK):
         raise StoreReadOnlyError(
             f"cannot write the store at {str(p)!r}: {str(target)!r} is not writable; choose "
@@ -268,7 +274,9 @@ class DatasetGroup:
             ("labels", self.labels, table.labels),
             ("splits", self.splits, table.splits),
         ):
-            if stored.shape != new.shape or not np.array_equal(stored.astype(new.dtype), new):
+            # Cast the new side to the stored dtype: stored strings are variable-width, so
+            # casting them to the new fixed width ("<U2") would truncate "a10" to "a1".
+            if stored.shape != new.shape or not np.array_equal(stored, new.astype(stored.dtype)):
                 raise StoreExistsError(
                     f"the store already has a dataset {self.name!r} whose {what} differ from "
                     f"the one being added ({len(stored)} stored samples, {len(new)} new); use "
@@ -294,7 +302,10 @@ class DatasetGroup:
     def all_models(self, *, include_partial: bool = True) -> tuple[str, ...]:
         names = []
         for key in sorted(self._emb().group_keys()):
-            attrs = self._emb()[key].attrs
+            g = self._emb()[key]
+            if "values" not in set(g.array_keys()):
+                continue  # left by a writer killed while creating it: no embeddings yet
+            attrs = g.attrs
             if include_partial or attrs.get("complete"):
                 names.append(str(attrs.get("name", key)))
         return tuple(names)
@@ -306,7 +317,8 @@ class DatasetGroup:
 
     def _model_group(self, model: str) -> zarr.Group:
         key = L.model_key(model)
-        if key not in set(self._emb().group_keys()):
+        emb = self._emb()
+        if key not in set(emb.group_keys()) or "values" not in set(emb[key].array_keys()):
             known = self.all_models()
             close = difflib.get_close_matches(model, known, n=3)
             hint = f" Did you mean {close}?" if close else ""
