@@ -101,14 +101,14 @@ def extract_cmd(
     """
     from featlab.datasets import load_dataset
     from featlab.extractors import extract
-    from featlab.store import open_store
+    from featlab.store import default_store_path
 
     if name and len(models) > 1:
         raise click.UsageError("--name applies to one --model only")
     if weights is not None and random_init:
         raise click.UsageError("--weights and --random-init exclude each other")
     table = load_dataset(dataset)
-    store = open_store(store_path, mode="a")
+    store = store_path or default_store_path()
     for model in models:
         r = extract(
             model,
@@ -130,7 +130,7 @@ def extract_cmd(
         )
         if r.status == "reused":
             click.echo(
-                f"{r.model} | {r.dataset}: already complete in {store.path} (reused; "
+                f"{r.model} | {r.dataset}: already complete in {store} (reused; "
                 "--overwrite to redo)"
             )
             continue
@@ -138,7 +138,7 @@ def extract_cmd(
         click.echo(
             f"{r.model} | {r.dataset}: {r.status} {r.n_computed} images, {r.dim}-d, "
             f"{r.images_per_s:.1f} img/s ({r.device}, {r.precision}, {r.kernels}) "
-            f"-> {store.path} [{state}]"
+            f"-> {store} [{state}]"
         )
         if r.bad:
             click.echo(f"  {len(r.bad)} unreadable image(s) recorded as bad and excluded:")

@@ -46,18 +46,33 @@ def probe_cmd(
     store_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Evaluate every complete dataset x model in the store (train -> test)."""
+    """Evaluate every complete dataset x model in the store (train -> test).
+
+    Pairs the method cannot evaluate are listed as skipped, with the reason, when they were not
+    asked for by name; a pair named with --dataset/--model that fails is an error.
+    """
+    from featlab.errors import FeatlabError
     from featlab.eval.knn import evaluate_knn
     from featlab.store import open_store
 
     store = open_store(store_path, mode="r")
-    results = []
+    results, skipped = [], []
     for name in datasets or store.datasets:
         ds = store[name]
         for model in models or ds.models:
-            results.append(evaluate_knn(ds, model, k=k, temperature=temperature))
+            try:
+                results.append(evaluate_knn(ds, model, k=k, temperature=temperature))
+            except FeatlabError as err:
+                if datasets or models:
+                    raise
+                skipped.append(f"{name} | {model}: {err}")
+    for line in skipped:
+        click.echo(f"skipped {line}", err=True)
     if not results:
-        raise click.ClickException(f"no complete models in {store.path}; run featlab extract")
+        raise click.ClickException(
+            f"nothing to evaluate in {store.path}: no complete model could be probed; "
+            "run featlab extract first"
+        )
     if as_json:
         for r in results:
             click.echo(json.dumps(r.to_dict()))

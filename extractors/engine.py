@@ -163,12 +163,13 @@ def extract(
     else:
         spec = model
     runtime = resolve_runtime(device, precision)
-    st = store if isinstance(store, FeatureStore) else open_store(store, mode="a")
-    selected = select_rows(table.splits, splits, limit)  # validate before any write
-    ds = st.add_dataset(table)
+    selected = select_rows(table.splits, splits, limit)
+    # Everything that can fail on the user's input fails before the store is touched.
     backbone = build_backbone(
         spec, runtime, weights=None if weights is None else str(weights), seed=seed
     )
+    st = store if isinstance(store, FeatureStore) else open_store(store, mode="a")
+    ds = st.add_dataset(table)
     model_name = name or spec.name
     identity = {
         "spec": backbone.spec.to_dict(),
@@ -285,8 +286,8 @@ def _run(
                 if not skip_bad:
                     row, reason = next(iter(batch.errors.items()))
                     raise BadImageError(
-                        f"sample {str(table.ids[row])!r} (row {row}) cannot be read: {reason}. Fix or "
-                        "remove the file, or pass --skip-bad to record it as bad and go on."
+                        f"sample {str(table.ids[row])!r} (row {row}) cannot be read: {reason}. "
+                        "Fix or remove the file, or pass --skip-bad to record it as bad and go on."
                     )
                 bad_mask = np.isin(batch.rows, list(batch.errors))
                 bad.update({str(table.ids[r]): m for r, m in batch.errors.items()})

@@ -87,7 +87,12 @@ def open_store(path: str | os.PathLike[str] | None = None, mode: Mode = "r") -> 
         raise StoreFormatError(
             f"{str(p)!r} is a zarr group but not a featlab store (no {L.FORMAT_ATTR!r} attribute)"
         )
-    if not isinstance(fmt, int) or fmt > L.FORMAT_VERSION:
+    if not isinstance(fmt, int) or isinstance(fmt, bool):
+        raise StoreFormatError(
+            f"{str(p)!r} has a malformed {L.FORMAT_ATTR!r} attribute {fmt!r} (expected an "
+            "integer); the store was not written by featlab or was edited by hand"
+        )
+    if fmt > L.FORMAT_VERSION:
         raise StoreFormatError(
             f"{str(p)!r} has featlab store format {fmt} (written by featlab "
             f"{root.attrs.get('featlab_version', '?')}); this featlab {__version__} reads format "
@@ -359,7 +364,8 @@ class DatasetGroup:
             where = f"split {split!r}" if split else "the dataset"
             raise IncompleteEmbeddingError(
                 f"{int(missing.sum())} of {int(mask.sum())} samples of {where} in "
-                f"{self.name!r} have no {model!r} embedding yet (first: {self.ids[missing][0]!r}); "
+                f"{self.name!r} have no {model!r} embedding yet "
+                f"(first: {str(self.ids[missing][0])!r}); "
                 f"finish with `featlab extract --model {model} {self.name}`, or pass partial=True"
             )
         return np.flatnonzero(mask & written & ~self.bad_mask(model))

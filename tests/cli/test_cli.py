@@ -217,8 +217,16 @@ def test_probe_filters(cli_store) -> None:
     )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["k"] == 5
-    # the default k = 20 exceeds the 12 training samples: a clean error, not a crash
-    assert_clean_error(invoke("probe", "--store", store), "k must be in 1..12", "got 20")
+    # the default k = 20 exceeds the 12 training samples: the pair is skipped with the reason,
+    # and with nothing left to report the command fails cleanly
+    r = invoke("probe", "--store", store)
+    assert r.exit_code == 1
+    assert "Traceback" not in r.output
+    assert f"skipped {DATASET} | {MODEL}: k must be in 1..12" in r.output
+    assert "Error: nothing to evaluate" in r.output
+    # named explicitly, the same pair is an error of its own
+    r = invoke("probe", "--store", store, "--dataset", DATASET)
+    assert_clean_error(r, "k must be in 1..12", "got 20")
     r = invoke("probe", "--store", store, "--model", "timm:test_vitt")
     assert_clean_error(r, "no embeddings of model 'timm:test_vitt'", "Did you mean")
     r = invoke("probe", "--store", store, "--dataset", "nope")
@@ -227,7 +235,7 @@ def test_probe_filters(cli_store) -> None:
 
 def test_probe_without_models(tmp_path: Path) -> None:
     open_store(tmp_path / "e.zarr", mode="a")
-    assert_clean_error(invoke("probe", "--store", tmp_path / "e.zarr"), "no complete models")
+    assert_clean_error(invoke("probe", "--store", tmp_path / "e.zarr"), "no complete model")
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_temperature_changes_majority_into_weighted_vote():
 
 def test_bad_arguments():
     x = np.ones((3, 4), np.float32)
-    with pytest.raises(InvalidArgumentError, match="k must be in 1..3"):
+    with pytest.raises(InvalidArgumentError, match=r"k must be in 1\.\.3"):
         knn_search(x, x, k=4)
     with pytest.raises(InvalidArgumentError, match="features"):
         knn_search(np.ones((2, 5), np.float32), x, k=1)

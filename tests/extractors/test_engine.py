@@ -29,8 +29,17 @@ def _timm_reference(arch: str, table, img_size: int, seed: int = 0) -> np.ndarra
 
 @pytest.mark.parametrize("arch", ["test_vit", "test_resnet"])
 def test_fp32_extraction_matches_timm_reference(tmp_path, tiny_table, arch):
-    r = extract(f"timm:{arch}", tiny_table, tmp_path / "s.zarr", random_init=True, img_size=32,
-                precision="fp32", workers=0, batch_size=16, progress=False)
+    r = extract(
+        f"timm:{arch}",
+        tiny_table,
+        tmp_path / "s.zarr",
+        random_init=True,
+        img_size=32,
+        precision="fp32",
+        workers=0,
+        batch_size=16,
+        progress=False,
+    )
     assert (r.status, r.complete, r.n_computed) == ("extracted", True, 40)
     ours = featlab.open_store(tmp_path / "s.zarr")["tiny"].embeddings(f"timm:{arch}")
     ref = _timm_reference(arch, tiny_table, 32)
@@ -39,8 +48,15 @@ def test_fp32_extraction_matches_timm_reference(tmp_path, tiny_table, arch):
 
 @pytest.mark.skipif(cpu_bf16_kernels() is None, reason="no native bf16 on this CPU")
 def test_bf16_extraction_is_close_to_fp32(tmp_path, tiny_table):
-    r = extract("timm:test_resnet", tiny_table, tmp_path / "s.zarr", random_init=True,
-                img_size=32, workers=1, progress=False)
+    r = extract(
+        "timm:test_resnet",
+        tiny_table,
+        tmp_path / "s.zarr",
+        random_init=True,
+        img_size=32,
+        workers=1,
+        progress=False,
+    )
     assert r.precision == "bf16"
     ours = featlab.open_store(tmp_path / "s.zarr")["tiny"].embeddings("timm:test_resnet")
     ref = _timm_reference("test_resnet", tiny_table, 32)
@@ -49,8 +65,16 @@ def test_bf16_extraction_is_close_to_fp32(tmp_path, tiny_table):
 
 
 def test_provenance_recorded(tmp_path, tiny_table):
-    extract("timm:test_vit", tiny_table, tmp_path / "s.zarr", random_init=True, img_size=32,
-            workers=0, progress=False, seed=3)
+    extract(
+        "timm:test_vit",
+        tiny_table,
+        tmp_path / "s.zarr",
+        random_init=True,
+        img_size=32,
+        workers=0,
+        progress=False,
+        seed=3,
+    )
     a = featlab.open_store(tmp_path / "s.zarr")["tiny"].model_attrs("timm:test_vit")
     assert a["spec"]["architecture"] == "test_vit"
     assert a["spec"]["input_size"] == [3, 32, 32]
@@ -65,11 +89,28 @@ def test_provenance_recorded(tmp_path, tiny_table):
 def test_resume_with_other_batch_size_is_refused(tmp_path, tiny_table):
     from featlab.errors import ExtractionError
 
-    extract("timm:test_vit", tiny_table, tmp_path / "s.zarr", random_init=True, img_size=32,
-            workers=0, progress=False, limit=10, batch_size=4)
+    extract(
+        "timm:test_vit",
+        tiny_table,
+        tmp_path / "s.zarr",
+        random_init=True,
+        img_size=32,
+        workers=0,
+        progress=False,
+        limit=10,
+        batch_size=4,
+    )
     with pytest.raises(ExtractionError, match="batch size 4"):
-        extract("timm:test_vit", tiny_table, tmp_path / "s.zarr", random_init=True, img_size=32,
-                workers=0, progress=False, batch_size=8)
+        extract(
+            "timm:test_vit",
+            tiny_table,
+            tmp_path / "s.zarr",
+            random_init=True,
+            img_size=32,
+            workers=0,
+            progress=False,
+            batch_size=8,
+        )
 
 
 def test_image_mode_conversion_reaches_the_model(tmp_path):
@@ -85,12 +126,20 @@ def test_image_mode_conversion_reaches_the_model(tmp_path):
                 Image.fromarray(g, "L").convert(mode).save(root / cls / f"{i}.png")
     stores = {}
     for name in ("gray", "rgb"):
-        extract("timm:test_resnet", read_image_folder(tmp_path / name, name=name),
-                tmp_path / f"{name}.zarr", random_init=True, img_size=32, workers=0,
-                precision="fp32", progress=False)
+        extract(
+            "timm:test_resnet",
+            read_image_folder(tmp_path / name, name=name),
+            tmp_path / f"{name}.zarr",
+            random_init=True,
+            img_size=32,
+            workers=0,
+            precision="fp32",
+            progress=False,
+        )
         stores[name] = featlab.open_store(tmp_path / f"{name}.zarr")[name]
-    np.testing.assert_array_equal(stores["gray"].embeddings("timm:test_resnet"),
-                                  stores["rgb"].embeddings("timm:test_resnet"))
+    np.testing.assert_array_equal(
+        stores["gray"].embeddings("timm:test_resnet"), stores["rgb"].embeddings("timm:test_resnet")
+    )
 
 
 def test_runtime_choice():
@@ -119,11 +168,29 @@ def test_spec_round_trip_and_unknown_models():
 
 @pytest.mark.gpu
 def test_cuda_autocast_matches_cpu_fp32(tmp_path, tiny_table):
-    gpu = extract("timm:test_resnet", tiny_table, tmp_path / "g.zarr", random_init=True,
-                  img_size=32, device="cuda", workers=1, progress=False)
-    cpu = extract("timm:test_resnet", tiny_table, tmp_path / "c.zarr", random_init=True,
-                  img_size=32, device="cpu", precision="fp32", workers=0, progress=False)
-    assert gpu.device == "cuda" and cpu.device == "cpu"
+    gpu = extract(
+        "timm:test_resnet",
+        tiny_table,
+        tmp_path / "g.zarr",
+        random_init=True,
+        img_size=32,
+        device="cuda",
+        workers=1,
+        progress=False,
+    )
+    cpu = extract(
+        "timm:test_resnet",
+        tiny_table,
+        tmp_path / "c.zarr",
+        random_init=True,
+        img_size=32,
+        device="cpu",
+        precision="fp32",
+        workers=0,
+        progress=False,
+    )
+    assert gpu.device == "cuda"
+    assert cpu.device == "cpu"
     a = featlab.open_store(tmp_path / "g.zarr")["tiny"].embeddings("timm:test_resnet")
     b = featlab.open_store(tmp_path / "c.zarr")["tiny"].embeddings("timm:test_resnet")
     cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

@@ -104,11 +104,20 @@ def test_missing_or_pickled_weights_files(tmp_path):
 
 def test_nan_weights_fail_naming_samples_and_write_nothing(tmp_path, tiny_table):
     sd = _trained_like_resnet().state_dict()
-    sd["layer4.0.downsample.1.weight"] = torch.full_like(sd["layer4.0.downsample.1.weight"], float("nan"))
+    key = "layer4.0.downsample.1.weight"  # a BatchNorm scale: NaN reaches every embedding
+    sd[key] = torch.full_like(sd[key], float("nan"))
     torch.save(sd, tmp_path / "nan.pth")
     with pytest.raises(ExtractionError, match=r"NaN or inf, e\.g\. samples \['000000'"):
-        extract("timm:test_resnet", tiny_table, tmp_path / "s.zarr", weights=tmp_path / "nan.pth",
-                img_size=32, workers=0, progress=False, precision="fp32")
+        extract(
+            "timm:test_resnet",
+            tiny_table,
+            tmp_path / "s.zarr",
+            weights=tmp_path / "nan.pth",
+            img_size=32,
+            workers=0,
+            progress=False,
+            precision="fp32",
+        )
     ds = featlab.open_store(tmp_path / "s.zarr")["tiny"]
     assert ds.n_written("timm:test_resnet") == 0
 
