@@ -1,0 +1,1 @@
+"""aptos reader (being written)."""

@@ -1,0 +1,1 @@
+"""brain_mri reader (being written)."""

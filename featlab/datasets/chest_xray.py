@@ -1,0 +1,1 @@
+"""chest_xray reader (being written)."""

@@ -1,0 +1,1 @@
+"""chexpert reader (being written)."""

@@ -1,0 +1,1 @@
+"""isic reader (being written)."""

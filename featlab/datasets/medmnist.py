@@ -1,0 +1,1 @@
+"""medmnist reader (being written)."""

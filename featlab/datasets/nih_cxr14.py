@@ -1,0 +1,1 @@
+"""nih_cxr14 reader (being written)."""

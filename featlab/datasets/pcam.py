@@ -1,0 +1,1 @@
+"""pcam reader (being written)."""

@@ -1,0 +1,1 @@
+"""pcam_kaggle reader (being written)."""
