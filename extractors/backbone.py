@@ -20,8 +20,9 @@ from featlab.extractors.weights import load_backbone_state, read_state_dict, sha
 class Backbone:
     """A model that maps ``(B, 3, H, W)`` uint8 images to ``(B, dim)`` float32 embeddings.
 
-    Normalisation happens here, on the device, in float32 (exactly torchvision's ``ToTensor`` +
-    ``Normalize``), so workers ship uint8 (4x less to copy) and no loop hard-codes a mean or std.
+    Normalisation happens here, on the device, in float32 (the same function as torchvision's
+    ``ToTensor`` + ``Normalize``, up to float rounding), so workers ship uint8 (4x less to copy)
+    and no loop hard-codes a mean or std.
     """
 
     spec: ModelSpec
@@ -68,7 +69,7 @@ class Backbone:
             ``(B, dim)`` float32 on the CPU.
         """
         x = images.to(self._device, non_blocking=True).float()
-        # (x/255 - mean)/std == (x - 255*mean)/(255*std): one pass, same values.
+        # (x/255 - mean)/std == (x - 255*mean)/(255*std): one pass fewer over the batch.
         x = (x - self._mean) / self._std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
