@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from featlab.cli._common import store_option
 
+if TYPE_CHECKING:
+    from featlab.extractors import ExtractionResult
+
+# CheXpert's policies for its uncertain (-1) labels (datasets.md section 7).
+UNCERTAIN_POLICIES = ("ignore", "ones", "zeros")
+
 
 def _splits(_: click.Context, __: click.Parameter, value: str | None) -> tuple[str, ...] | None:
     return tuple(s.strip() for s in value.split(",") if s.strip()) if value else None
+
+
+def _dataset_options(dataset: str, data_root: Path | None, uncertain: str | None) -> dict[str, str]:
+    """Reader options for ``load_dataset``; a usage error if DATASET does not take them."""
+    from featlab.datasets.registry import get_dataset_info, list_datasets, parse_name
+
+    kind, sep, _ = dataset.partition(":")
+    if sep and kind in ("folder", "csv"):
+        if data_root is not None or uncertain is not None:
+            raise click.UsageError(f"{kind}:PATH takes neither --data-root nor --uncertain")
+        return {}
+    if uncertain is None:
+        return {}
+    info = get_dataset_info(parse_name(dataset)[0])
+    if "uncertain" not in info.options:
+        takers = [i.name for i in list_datasets() if "uncertain" in i.options]
+        raise click.UsageError(
+            f"--uncertain applies to datasets with uncertain labels ({', '.join(takers) or 'none'}"
+            f"); {info.name!r} has none"
+        )
+    return {"uncertain": uncertain}
 
 
 @click.command("extract")
@@ -77,6 +105,20 @@ def _splits(_: click.Context, __: click.Parameter, value: str | None) -> tuple[s
     help="Record unreadable images as bad and go on, instead of stopping.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random-init.")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder holding a registered DATASET's files [default: <datasets dir>/<folder>, "
+    "datasets dir = $FEATLAB_DATA or ~/.cache/featlab/datasets].",
+)
+@click.option(
+    "--uncertain",
+    type=click.Choice(UNCERTAIN_POLICIES),
+    default=None,
+    help="How to read uncertain (-1) labels, for datasets that have them (chexpert-small): "
+    "ignore (unknown), ones or zeros [default: the dataset's].",
+)
 def extract_cmd(
     dataset: str,
     models: tuple[str, ...],
@@ -94,8 +136,13 @@ def extract_cmd(
     overwrite: bool,
     skip_bad: bool,
     seed: int,
+    data_root: Path | None,
+    uncertain: str | None,
 ) -> None:
-    """Extract embeddings of DATASET (digits, folder:PATH or csv:PATH) into the store.
+    """Extract embeddings of DATASET into the store.
+
+    DATASET is a registered name (`featlab datasets` lists them; MedMNIST as NAME@size),
+    folder:PATH or csv:PATH.
 
     Rerunning the same command resumes an interrupted run, or reuses a complete one.
     """
@@ -107,14 +154,16 @@ def extract_cmd(
         raise click.UsageError("--name applies to one --model only")
     if weights is not None and random_init:
         raise click.UsageError("--weights and --random-init exclude each other")
-    table = load_dataset(dataset)
+    options = _dataset_options(dataset, data_root, uncertain)
+    table = load_dataset(dataset, data_root=data_root, **options)
     store = store_path or default_store_path()
-    for model in models:
-        r = extract(
-            model,
+    for base, views in _group_views(models).items():
+        results = extract(
+            base,
             table,
             store,
             name=name,
+            views=views,
             splits=splits,
             batch_size=batch_size,
             workers=workers,
@@ -128,19 +177,34 @@ def extract_cmd(
             skip_bad=skip_bad,
             seed=seed,
         )
-        if r.status == "reused":
-            click.echo(
-                f"{r.model} | {r.dataset}: already complete in {store} (reused; "
-                "--overwrite to redo)"
-            )
-            continue
-        state = "complete" if r.complete else "partial"
+        for r in results if isinstance(results, list) else [results]:
+            _report(r, store)
+
+
+def _group_views(models: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """``--model`` values by backbone, so each backbone runs once for all its views."""
+    from featlab.extractors.views import split_view
+
+    grouped: dict[str, list[str]] = {}
+    for model in models:
+        base, view = split_view(model)
+        grouped.setdefault(base, []).append(view or "default")
+    return {base: tuple(dict.fromkeys(views)) for base, views in grouped.items()}
+
+
+def _report(r: ExtractionResult, store: Path) -> None:
+    if r.status == "reused":
         click.echo(
-            f"{r.model} | {r.dataset}: {r.status} {r.n_computed} images, {r.dim}-d, "
-            f"{r.images_per_s:.1f} img/s ({r.device}, {r.precision}, {r.kernels}) "
-            f"-> {store} [{state}]"
+            f"{r.model} | {r.dataset}: already complete in {store} (reused; --overwrite to redo)"
         )
-        if r.bad:
-            click.echo(f"  {len(r.bad)} unreadable image(s) recorded as bad and excluded:")
-            for sid, reason in list(r.bad.items())[:20]:
-                click.echo(f"    {sid}: {reason}")
+        return
+    state = "complete" if r.complete else "partial"
+    click.echo(
+        f"{r.model} | {r.dataset}: {r.status} {r.n_computed} images, {r.dim}-d, "
+        f"{r.images_per_s:.1f} img/s ({r.device}, {r.precision}, {r.kernels}) "
+        f"-> {store} [{state}]"
+    )
+    if r.bad:
+        click.echo(f"  {len(r.bad)} unreadable image(s) recorded as bad and excluded:")
+        for sid, reason in list(r.bad.items())[:20]:
+            click.echo(f"    {sid}: {reason}")

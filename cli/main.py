@@ -15,6 +15,16 @@ from featlab._version import __version__
 
 # name -> (module, attribute, one-line help shown by `featlab --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "datasets": (
+        "featlab.cli.datasets_cmd",
+        "datasets_cmd",
+        "List registered datasets: task, classes, splits, metric, where found on disk.",
+    ),
+    "download": (
+        "featlab.cli.download_cmd",
+        "download_cmd",
+        "Download an openly available dataset (PCam, MedMNIST), verified and resumable.",
+    ),
     "extract": (
         "featlab.cli.extract_cmd",
         "extract_cmd",

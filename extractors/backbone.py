@@ -13,6 +13,7 @@ from torch import nn
 from featlab.errors import WeightsError
 from featlab.extractors.device import Runtime
 from featlab.extractors.spec import ModelSpec
+from featlab.extractors.views import compute_views, view_dim
 from featlab.extractors.weights import load_backbone_state, read_state_dict, sha256_file
 
 
@@ -60,13 +61,19 @@ class Backbone:
 
     @torch.inference_mode()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Embed a batch.
+        """Embed a batch with the default view: ``(B, 3, H, W)`` uint8 -> ``(B, dim)`` float32."""
+        return self.embed_views(images, ("default",))["default"]
+
+    @torch.inference_mode()
+    def embed_views(self, images: torch.Tensor, views: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Embed a batch once and return every requested view.
 
         Args:
             images: ``(B, 3, H, W)`` uint8 at the spec's input size (CPU tensor, pinned on CUDA).
+            views: ``"default"`` and/or names of :mod:`featlab.extractors.views`.
 
         Returns:
-            ``(B, dim)`` float32 on the CPU.
+            ``{view: (B, dim_view) float32 CPU tensor}``.
         """
         x = images.to(self._device, non_blocking=True).float()
         # (x/255 - mean)/std == (x - 255*mean)/(255*std): one pass fewer over the batch.
@@ -74,13 +81,16 @@ class Backbone:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self._cpu_dtype is not None:
-            out = self.model(x.to(self._cpu_dtype))
+            out = compute_views(self.model, x.to(self._cpu_dtype), views)
         elif self._amp_dtype is not None:
             with torch.autocast("cuda", dtype=self._amp_dtype):
-                out = self.model(x)
+                out = compute_views(self.model, x, views)
         else:
-            out = self.model(x)
-        return out.float().cpu()
+            out = compute_views(self.model, x, views)
+        return {v: t.float().cpu() for v, t in out.items()}
+
+    def view_dim(self, view: str) -> int:
+        return self.dim if view == "default" else view_dim(self.model, view)
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:

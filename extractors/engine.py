@@ -24,6 +24,7 @@ from featlab.extractors.device import resolve_runtime
 from featlab.extractors.loader import BatchDataset, batch_loader
 from featlab.extractors.progress import Progress
 from featlab.extractors.spec import ModelSpec, resolve_spec
+from featlab.extractors.views import check_views, is_vit, split_view
 from featlab.store import FeatureStore, open_store
 from featlab.store._layout import chunk_rows_for
 
@@ -106,6 +107,7 @@ def extract(
     store: str | os.PathLike[str] | FeatureStore | None = None,
     *,
     name: str | None = None,
+    views: tuple[str, ...] | None = None,
     splits: tuple[str, ...] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
@@ -119,14 +121,17 @@ def extract(
     skip_bad: bool = False,
     seed: int = 0,
     progress: bool | None = None,
-) -> ExtractionResult:
+) -> ExtractionResult | list[ExtractionResult]:
     """Extract ``model``'s embeddings of ``dataset`` into ``store``.
 
     Args:
-        model: ``timm:<arch>`` or a :class:`ModelSpec`.
+        model: ``timm:<arch>[:view]`` or a :class:`ModelSpec`.
         dataset: ``digits``, ``folder:PATH``, ``csv:PATH`` or a :class:`SampleTable`.
         store: Store path or open store; default ``$FEATLAB_STORE`` or ``./featlab.zarr``.
-        name: Name to store the embeddings under; default the model name.
+        name: Name to store the embeddings under; default the model name (one view only).
+        views: Several views from one forward pass (``("default", "cls4")``); each is stored as
+            its own entry, the default view under the plain model name and the others as
+            ``<model>:<view>``. Default: the view in the model name, else the default view.
         splits: Only these splits (``train``, ``val``, ``test``, ``unlabeled``); default all.
         batch_size: Images per forward pass; a resumed run must use the stored one.
         workers: Decoding worker processes; default one per spare core.
@@ -142,7 +147,8 @@ def extract(
         progress: Show a progress bar; default only on a terminal.
 
     Returns:
-        An :class:`ExtractionResult`; the embeddings are in the store.
+        An :class:`ExtractionResult` (a list of them, one per view, when several views were
+        asked for); the embeddings are in the store.
 
     Raises:
         BadImageError: An image cannot be read (without ``skip_bad``); names file and sample id.
@@ -157,68 +163,135 @@ def extract(
     if table.images is None:
         raise ExtractionError(f"dataset {table.name!r} has no image source to read from")
     if isinstance(model, str):
-        spec = resolve_spec(
-            model, pretrained=not random_init and weights is None, img_size=img_size
-        )
+        base, suffix = split_view(model)
+        spec = resolve_spec(base, pretrained=not random_init and weights is None, img_size=img_size)
     else:
-        spec = model
+        spec, suffix = model, None
+    requested = tuple(dict.fromkeys(views or (suffix or "default",)))
+    if name and len(requested) > 1:
+        raise InvalidArgumentError("name= applies to a single view; drop it or extract one view")
     runtime = resolve_runtime(device, precision)
     selected = select_rows(table.splits, splits, limit)
     # Everything that can fail on the user's input fails before the store is touched.
     backbone = build_backbone(
         spec, runtime, weights=None if weights is None else str(weights), seed=seed
     )
+    entries = _entries(backbone, spec.name, requested, name)
     st = store if isinstance(store, FeatureStore) else open_store(store, mode="a")
     ds = st.add_dataset(table)
-    model_name = name or spec.name
-    identity = {
+    writers = {
+        view: ds.open_writer(
+            entry,
+            dim=backbone.view_dim(view),
+            chunk_rows=chunk_rows_for(backbone.view_dim(view), batch_size),
+            identity=_identity(backbone, runtime.precision, view),
+            attrs=_attrs(backbone, runtime, batch_size, seed, view),
+            overwrite=overwrite,
+        )
+        for view, entry in entries.items()
+    }
+    try:
+        results = _extract_views(
+            backbone,
+            table,
+            writers,
+            entries,
+            selected,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+            progress=progress,
+        )
+    finally:
+        for w in writers.values():
+            w.close()
+    return results[0] if len(results) == 1 else results  # type: ignore[return-value]
+
+
+def _entries(
+    backbone: Backbone, base: str, requested: tuple[str, ...], name: str | None
+) -> dict[str, str]:
+    """``{view: stored name}``; the model's default view is stored under the plain name."""
+    default = backbone.spec.pool if is_vit(backbone.model) else "avg"
+    check_views(backbone.model, tuple(v for v in requested if v != "default"), base)
+    entries: dict[str, str] = {}
+    for view in requested:
+        key = "default" if view in ("default", default) else view
+        entries[key] = name or (base if key == "default" else f"{base}:{view}")
+    return entries
+
+
+def _identity(backbone: Backbone, precision: str, view: str) -> dict[str, Any]:
+    """What must match for a stored entry to be this one (spec, weights, precision, view)."""
+    return {
         "spec": backbone.spec.to_dict(),
         "weights": {k: backbone.weights.get(k) for k in ("source", "sha256", "seed")},
-        "precision": runtime.precision,
+        "precision": precision,
+        "embedding": backbone.spec.pool if view == "default" else view,
     }
-    attrs = {
-        "view": backbone.view(),
+
+
+def _attrs(
+    backbone: Backbone, runtime: Any, batch_size: int, seed: int, view: str
+) -> dict[str, Any]:
+    return {
+        "view": {
+            **backbone.view(),
+            "name": backbone.spec.pool if view == "default" else view,
+            "dim": backbone.view_dim(view),
+        },
         "weights_path": backbone.weights.get("path"),
         "device": runtime.device,
         "kernels": runtime.kernels,
         "batch_size": batch_size,
         "seed": seed,
     }
-    writer = ds.open_writer(
-        model_name,
-        dim=backbone.dim,
-        chunk_rows=chunk_rows_for(backbone.dim, batch_size),
-        identity=identity,
-        attrs=attrs,
-        overwrite=overwrite,
-    )
-    with writer:
-        stored_bs = int(writer.attrs.get("batch_size", batch_size))
-        written = writer.written()
-        batches = plan_batches(selected, written, writer.chunk_rows, batch_size)
-        if batches and stored_bs != batch_size:
+
+
+def _extract_views(
+    backbone: Backbone,
+    table: SampleTable,
+    writers: dict[str, Any],
+    entries: dict[str, str],
+    selected: np.ndarray,
+    *,
+    batch_size: int,
+    workers: int | None,
+    skip_bad: bool,
+    progress: bool | None,
+) -> list[ExtractionResult]:
+    """Run the batches any view still needs, write every view, and report per view."""
+    label = ", ".join(entries.values())
+    for view, w in writers.items():
+        stored_bs = int(w.attrs.get("batch_size", batch_size))
+        if stored_bs != batch_size and not w.written()[selected].all():
             raise ExtractionError(
-                f"{model_name!r} on {table.name!r} was started with batch size {stored_bs}; "
+                f"{entries[view]!r} on {table.name!r} was started with batch size {stored_bs}; "
                 f"resuming with {batch_size} would change the result. Rerun with --batch-size "
                 f"{stored_bs}, or --overwrite to start over."
             )
-        status = "reused" if not batches else ("resumed" if written.any() else "extracted")
-        t0 = time.perf_counter()
-        bad, write_seconds = _run(
-            backbone,
-            table,
-            writer,
-            batches,
-            workers=workers,
-            skip_bad=skip_bad,
-            desc=f"{model_name} | {table.name}",
-            progress=progress,
-        )
-        seconds = time.perf_counter() - t0
-        n_computed = int(sum(len(b) for b in batches))
-        complete = bool(writer.written().all())
-        ips = n_computed / seconds if n_computed and seconds > 0 else 0.0
-        all_bad = {**writer.attrs.get("bad_samples", {}), **bad}
+    done = {v: w.written() for v, w in writers.items()}
+    written_all = np.logical_and.reduce(list(done.values()))
+    chunk_rows = min(w.chunk_rows for w in writers.values())
+    batches = plan_batches(selected, written_all, chunk_rows, batch_size)
+    t0 = time.perf_counter()
+    bad, write_seconds = _run(
+        backbone,
+        table,
+        writers,
+        batches,
+        workers=workers,
+        skip_bad=skip_bad,
+        desc=f"{label} | {table.name}",
+        progress=progress,
+    )
+    seconds = time.perf_counter() - t0
+    n_computed = int(sum(len(b) for b in batches))
+    ips = n_computed / seconds if n_computed and seconds > 0 else 0.0
+    results = []
+    for view, w in writers.items():
+        complete = bool(w.written().all())
+        all_bad = {**w.attrs.get("bad_samples", {}), **bad}
         updates: dict[str, Any] = {
             "complete": complete,
             "bad_samples": all_bad,
@@ -229,33 +302,37 @@ def extract(
                 images_per_s=round(ips, 2),
                 write_seconds=round(write_seconds, 3),
                 seconds=round(seconds, 3),
-                device=runtime.device,
-                kernels=runtime.kernels,
+                device=backbone.runtime.device,
+                kernels=backbone.runtime.kernels,
             )
-        writer.update_attrs(**updates)
-    return ExtractionResult(
-        dataset=table.name,
-        model=model_name,
-        status=status,
-        complete=complete,
-        n_samples=len(table),
-        n_selected=int(selected.sum()),
-        n_computed=n_computed,
-        dim=backbone.dim,
-        seconds=seconds,
-        images_per_s=ips,
-        device=runtime.device,
-        precision=runtime.precision,
-        kernels=runtime.kernels,
-        write_seconds=write_seconds,
-        bad=bad,
-    )
+        w.update_attrs(**updates)
+        status = "reused" if not batches else ("resumed" if done[view].any() else "extracted")
+        results.append(
+            ExtractionResult(
+                dataset=table.name,
+                model=entries[view],
+                status=status,
+                complete=complete,
+                n_samples=len(table),
+                n_selected=int(selected.sum()),
+                n_computed=n_computed,
+                dim=backbone.view_dim(view),
+                seconds=seconds,
+                images_per_s=ips,
+                device=backbone.runtime.device,
+                precision=backbone.runtime.precision,
+                kernels=backbone.runtime.kernels,
+                write_seconds=write_seconds,
+                bad=bad,
+            )
+        )
+    return results
 
 
 def _run(
     backbone: Backbone,
     table: SampleTable,
-    writer: Any,
+    writers: dict[str, Any],
     batches: list[np.ndarray],
     *,
     workers: int | None,
@@ -291,8 +368,11 @@ def _run(
                     )
                 bad_mask = np.isin(batch.rows, list(batch.errors))
                 bad.update({str(table.ids[r]): m for r, m in batch.errors.items()})
-            out = backbone.embed(batch.images)
-            finite = torch.isfinite(out).all(dim=1).numpy() | bad_mask
+            outs = backbone.embed_views(batch.images, tuple(writers))
+            finite = (
+                np.logical_and.reduce([torch.isfinite(o).all(dim=1).numpy() for o in outs.values()])
+                | bad_mask
+            )
             if not finite.all():
                 ids = [str(i) for i in table.ids[batch.rows[~finite]][:10]]
                 raise ExtractionError(
@@ -300,10 +380,11 @@ def _run(
                     f"nothing was written for this batch. Try --precision fp32, and check the "
                     "weights and these images."
                 )
-            values = out.numpy()
-            values[bad_mask] = 0.0
             t_write = time.perf_counter()
-            writer.write(batch.rows, values, bad_mask)
+            for view, writer in writers.items():
+                values = outs[view].numpy()
+                values[bad_mask] = 0.0
+                writer.write(batch.rows, values, bad_mask)
             write_seconds += time.perf_counter() - t_write
             bar.update(len(batch.rows))
     finally:

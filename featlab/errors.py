@@ -75,3 +75,7 @@ class IncompleteEmbeddingError(StoreError, LookupError):
 
 class InvalidArgumentError(FeatlabError, ValueError):
     """An argument value is outside what the function accepts (the message says the range)."""
+
+
+class DownloadError(DatasetError):
+    """A dataset download failed: a network error (partial kept to resume) or a bad checksum."""
