@@ -7,6 +7,7 @@ device. An unreadable image does not kill the worker: it comes back as an error 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,20 @@ def geometric_transform(spec: ModelSpec):
     return T.Compose(steps[:-2])
 
 
+def resize_side(spec: ModelSpec) -> int:
+    """The side timm's eval transform resizes to before cropping: ``floor(size / crop_pct)``."""
+    return math.floor(max(spec.input_size[1:]) / spec.crop_pct)
+
+
+def with_draft_decoding(images: ImageSource, spec: ModelSpec) -> ImageSource:
+    """``images`` set to decode large JPEGs in draft mode for ``spec``'s resize, if it can.
+
+    Sources without ``with_draft`` (arrays, HDF5) are returned unchanged.
+    """
+    with_draft = getattr(images, "with_draft", None)
+    return with_draft(resize_side(spec)) if with_draft is not None else images
+
+
 @dataclass
 class Batch:
     """One decoded batch: ``rows (b,)``, ``images (b, 3, H, W) uint8``, per-row errors."""
@@ -59,7 +74,7 @@ class BatchDataset(Dataset):
     """Item ``i`` is the whole batch ``batches[i]`` (lists of sample rows)."""
 
     def __init__(self, images: ImageSource, batches: list[np.ndarray], spec: ModelSpec) -> None:
-        self.images, self.batches = images, batches
+        self.images, self.batches = with_draft_decoding(images, spec), batches
         self.transform = geometric_transform(spec)
         self.shape = (spec.input_size[1], spec.input_size[2], 3)
 

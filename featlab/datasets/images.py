@@ -5,6 +5,10 @@ windows), 8-bit grayscale, RGBA screenshots, palette PNGs and CMYK TIFFs all occ
 PIL's ``convert("RGB")`` silently clips 16-bit data to 255, so each mode is converted on purpose.
 
 Sources are picklable and open files lazily, so each DataLoader worker holds its own handle.
+
+Large JPEGs can be decoded in PIL's draft mode: libjpeg scales the DCT by 1/2, 1/4 or 1/8 while
+decoding, far cheaper than a full decode followed by a resize (DESIGN section 5; measured by
+benchmarks/datasets_jpeg.py).
 """
 
 from __future__ import annotations
@@ -97,8 +101,38 @@ class ImageSource(Protocol):
         ...
 
 
-def open_image_file(path: str) -> Image.Image:
+# Draft only when the DCT can drop at least one factor of 2 and still leave every side >= the
+# target: below that, PIL would decode at full size anyway.
+DRAFT_MIN_RATIO = 2
+
+
+def draft_jpeg(img: Image.Image, target: int) -> bool:
+    """Ask PIL to decode a JPEG at reduced scale, keeping both sides ``>= target`` pixels.
+
+    ``Image.draft`` picks the largest DCT scale (1/2, 1/4, 1/8) for which the decoded image is still
+    at least ``target`` on both sides, so the later resize to ``target`` still downsamples and the
+    quality at the target size is kept. Must be called before the image is loaded.
+
+    Args:
+        img: An opened, not yet loaded image.
+        target: Side length (pixels) the image will be resized to afterwards.
+
+    Returns:
+        True if draft mode was applied (JPEG at least ``DRAFT_MIN_RATIO`` x ``target``).
+    """
+    if img.format != "JPEG" or min(img.size) < DRAFT_MIN_RATIO * target:
+        return False
+    img.draft(None, (target, target))  # mode None: colour conversion stays as without draft
+    return True
+
+
+def open_image_file(path: str, draft_size: int | None = None) -> Image.Image:
     """Open, fully decode and convert one image file to RGB.
+
+    Args:
+        path: The image file.
+        draft_size: If given, JPEGs at least twice this size are decoded in draft mode to no less
+            than ``draft_size`` on each side (see :func:`draft_jpeg`); other files are unaffected.
 
     Raises:
         BadImageError: Naming the file, for missing, empty, truncated or undecodable files.
@@ -107,6 +141,8 @@ def open_image_file(path: str) -> Image.Image:
         if os.path.getsize(path) == 0:
             raise BadImageError(f"{path}: file is empty (0 bytes)")
         with Image.open(path) as img:
+            if draft_size:
+                draft_jpeg(img, draft_size)
             img.load()  # decode now, inside the try, so truncation is caught here
             return to_rgb(img)
     except BadImageError as err:
@@ -118,19 +154,36 @@ def open_image_file(path: str) -> Image.Image:
 
 
 class FileImages:
-    """Images stored as files, one path per sample."""
+    """Images stored as files, one path per sample.
 
-    def __init__(self, paths: Sequence[str]) -> None:
+    Attributes:
+        paths: One file path per sample.
+        draft_size: ``None`` (default) decodes every file at full size; an int lets large JPEGs
+            decode in draft mode to no less than this many pixels a side (see :meth:`with_draft`).
+    """
+
+    def __init__(self, paths: Sequence[str], draft_size: int | None = None) -> None:
         self.paths = [str(p) for p in paths]
+        self.draft_size = draft_size
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def with_draft(self, size: int | None) -> FileImages:
+        """A copy that decodes JPEGs of at least ``2 * size`` pixels a side in draft mode.
+
+        ``size`` should be the side the model's transform resizes to (input size / crop_pct), so
+        the draft-decoded image is still downsampled by that resize.
+        """
+        copy = FileImages([], draft_size=size)
+        copy.paths = self.paths  # shared, read-only
+        return copy
 
     def load(self, rows: Sequence[int]) -> list[ImageOrError]:
         out: list[ImageOrError] = []
         for r in rows:
             try:
-                out.append(open_image_file(self.paths[r]))
+                out.append(open_image_file(self.paths[r], self.draft_size))
             except BadImageError as err:
                 out.append(err)
         return out

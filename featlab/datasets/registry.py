@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,8 @@ class DatasetInfo:
             size for MedMNIST (``{28: (...), 224: (...)}``), else under key 0.
         sizes: Image sizes a name may ask for with ``@size`` (MedMNIST); empty otherwise.
         options: Reader options and their allowed values (e.g. ``{"uncertain": (...)}``).
+        missing: ``missing(root, **options) -> names``: which expected files are absent, so a
+            partly present dataset is reported exactly (default: all of ``expected``).
     """
 
     name: str
@@ -86,6 +88,7 @@ class DatasetInfo:
     downloads: dict[int, tuple[DownloadFile, ...]] = field(default_factory=dict)
     sizes: tuple[int, ...] = ()
     options: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    missing: Callable[..., Sequence[str]] | None = None
 
     @property
     def default_metric(self) -> str:
@@ -207,7 +210,9 @@ def load_registered(spec: str, *, data_root: str | os.PathLike[str] | None = Non
             )
     root = dataset_root(info, data_root)
     if not info.present(root, **options):
-        raise missing_dataset_error(info, root, "files not found")
+        absent = list(info.missing(root, **options)) if info.missing else []
+        problem = f"missing {', '.join(absent)}" if absent else "files not found"
+        raise missing_dataset_error(info, root, problem)
     return info.reader(root, **options)
 
 

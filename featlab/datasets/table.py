@@ -22,7 +22,8 @@ class SampleTable:
     Attributes:
         name: Dataset name as stored (``"digits"``, ``"pcam"``, ``"folder-xyz"``).
         ids: ``(n,)`` str, unique, stable join key (e.g. ``"train/000123"``).
-        labels: ``(n,)`` int32 class index (-1 = unknown), or ``(n, L)`` uint8 for multi-label.
+        labels: ``(n,)`` int32 class index (-1 = unknown), or ``(n, L)`` 0/1 for multi-label:
+            uint8, or int8 when some entries are -1 (that label unknown for that sample).
         splits: ``(n,)`` str, each one of ``train``, ``val``, ``test`` or ``""`` (unlabeled).
         sources: ``(n,)`` str, the file path or ``"file.h5#row"`` each sample was read from.
         classes: Class names; ``len(classes)`` is the number of classes (or labels).
@@ -50,10 +51,26 @@ class SampleTable:
         object.__setattr__(self, "splits", np.asarray(self.splits, dtype=str))
         object.__setattr__(self, "sources", np.asarray(self.sources, dtype=str))
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-        labels = np.asarray(self.labels)
-        labels = labels.astype(np.uint8 if labels.ndim == 2 else np.int32, copy=False)
-        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "labels", self._label_array(np.asarray(self.labels)))
         self._validate()
+
+    def _label_array(self, labels: np.ndarray) -> np.ndarray:
+        """``(n,)`` labels as int32; ``(n, L)`` as uint8, or int8 when an entry is -1 (unknown).
+
+        Multi-label entries must be 0, 1 or -1 (that label unknown for that sample, e.g. CheXpert's
+        uncertain labels under U-Ignore); checked before the cast so nothing wraps around.
+        """
+        if labels.ndim != 2:
+            return labels.astype(np.int32, copy=False)
+        bad = ~np.isin(labels, (-1, 0, 1))
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            who = repr(str(self.ids[i])) if i < len(self.ids) else f"row {i}"
+            raise DatasetError(
+                f"{self.name}: sample {who} has multi-label entry {labels[i, j]} in column {j}; "
+                "entries must be 1 (present), 0 (absent) or -1 (unknown)"
+            )
+        return labels.astype(np.int8 if (labels < 0).any() else np.uint8, copy=False)
 
     def __len__(self) -> int:
         return len(self.ids)
