@@ -14,31 +14,35 @@ if TYPE_CHECKING:
 
 # CheXpert's policies for its uncertain (-1) labels (datasets.md section 7).
 UNCERTAIN_POLICIES = ("ignore", "ones", "zeros")
+FINDINGS = ("competition", "all")
 
 
 def _splits(_: click.Context, __: click.Parameter, value: str | None) -> tuple[str, ...] | None:
     return tuple(s.strip() for s in value.split(",") if s.strip()) if value else None
 
 
-def _dataset_options(dataset: str, data_root: Path | None, uncertain: str | None) -> dict[str, str]:
-    """Reader options for ``load_dataset``; a usage error if DATASET does not take them."""
+def _dataset_options(dataset: str, data_root: Path | None, **given: str | None) -> dict[str, str]:
+    """Reader options for ``load_dataset``; a usage error if DATASET does not take one of them."""
     from featlab.datasets.registry import get_dataset_info, list_datasets, parse_name
 
+    options = {k: v for k, v in given.items() if v is not None}
     kind, sep, _ = dataset.partition(":")
     if sep and kind in ("folder", "csv"):
-        if data_root is not None or uncertain is not None:
-            raise click.UsageError(f"{kind}:PATH takes neither --data-root nor --uncertain")
+        if data_root is not None or options:
+            flags = ", ".join(["--data-root", *(f"--{k}" for k in given)])
+            raise click.UsageError(f"{kind}:PATH takes none of {flags}")
         return {}
-    if uncertain is None:
+    if not options:
         return {}
     info = get_dataset_info(parse_name(dataset)[0])
-    if "uncertain" not in info.options:
-        takers = [i.name for i in list_datasets() if "uncertain" in i.options]
-        raise click.UsageError(
-            f"--uncertain applies to datasets with uncertain labels ({', '.join(takers) or 'none'}"
-            f"); {info.name!r} has none"
-        )
-    return {"uncertain": uncertain}
+    for key in options:
+        if key not in info.options:
+            takers = [i.name for i in list_datasets() if key in i.options]
+            raise click.UsageError(
+                f"--{key} applies to {', '.join(takers) or 'no registered dataset'}; "
+                f"{info.name!r} has no such option"
+            )
+    return options
 
 
 @click.command("extract")
@@ -119,6 +123,13 @@ def _dataset_options(dataset: str, data_root: Path | None, uncertain: str | None
     help="How to read uncertain (-1) labels, for datasets that have them (chexpert-small): "
     "ignore (unknown), ones or zeros [default: the dataset's].",
 )
+@click.option(
+    "--findings",
+    type=click.Choice(FINDINGS),
+    default=None,
+    help="Which labels, for datasets that offer a choice (chexpert-small): the 5 competition "
+    "findings or all 14 [default: the dataset's].",
+)
 def extract_cmd(
     dataset: str,
     models: tuple[str, ...],
@@ -138,6 +149,7 @@ def extract_cmd(
     seed: int,
     data_root: Path | None,
     uncertain: str | None,
+    findings: str | None,
 ) -> None:
     """Extract embeddings of DATASET into the store.
 
@@ -154,7 +166,7 @@ def extract_cmd(
         raise click.UsageError("--name applies to one --model only")
     if weights is not None and random_init:
         raise click.UsageError("--weights and --random-init exclude each other")
-    options = _dataset_options(dataset, data_root, uncertain)
+    options = _dataset_options(dataset, data_root, uncertain=uncertain, findings=findings)
     table = load_dataset(dataset, data_root=data_root, **options)
     store = store_path or default_store_path()
     for base, views in _group_views(models).items():

@@ -295,12 +295,15 @@ def test_extract_rejects_uncertain_for_other_datasets(registry, tmp_path: Path) 
     register_dataset(info("txray2", options={"uncertain": ("ignore", "ones", "zeros")}))
     r = invoke("extract", *FAST, "digits", "--uncertain", "ones", "--store", tmp_path / "s")
     assert r.exit_code == 2
-    assert "--uncertain applies to datasets with uncertain labels (" in r.output
+    assert "--uncertain applies to " in r.output
     assert "txray2" in r.output
-    assert "'digits' has none" in r.output
+    assert "'digits' has no such option" in r.output
     r = invoke("extract", *FAST, f"folder:{tmp_path}", "--uncertain", "zeros")
     assert r.exit_code == 2
-    assert "folder:PATH takes neither --data-root nor --uncertain" in r.output
+    assert "folder:PATH takes none of --data-root, --uncertain, --findings" in r.output
+    r = invoke("extract", *FAST, "digits", "--findings", "all")
+    assert r.exit_code == 2
+    assert "--findings applies to " in r.output
     r = invoke("extract", *FAST, "digits", "--uncertain", "maybe")
     assert r.exit_code == 2
     assert "'maybe' is not one of 'ignore', 'ones', 'zeros'" in r.output
