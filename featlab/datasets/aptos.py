@@ -14,12 +14,12 @@ recorded seed; test.csv images are kept as unlabeled samples (split ``""``, labe
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
+from featlab.datasets._files import read_csv_rows
 from featlab.datasets.images import FileImages
 from featlab.datasets.registry import DatasetInfo, missing_dataset_error, register_dataset
 from featlab.datasets.splits import DEFAULT_FRACTIONS, stratified_split
@@ -35,22 +35,6 @@ EXPECTED = (
     "test.csv (id_code; optional)",
     "test_images/<id_code>.png (with test.csv)",
 )
-
-
-def _read_csv(root: Path, name: str, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """``(line number, row)`` of each row of ``root/name``; raises if a column is missing."""
-    with (root / name).open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise missing_dataset_error(
-                INFO, root, f"{name} has no column(s) {missing}; its header is {header}"
-            )
-        return [
-            (reader.line_num, {k.strip(): (v or "").strip() for k, v in r.items() if k})
-            for r in reader
-        ]
 
 
 def _ids(rows: list[tuple[int, dict[str, str]]], csv_name: str) -> list[str]:
@@ -110,12 +94,12 @@ def read_aptos(root: str | os.PathLike[str], *, seed: int = SPLIT_SEED) -> Sampl
     root = Path(root).expanduser()
     if not (root / "train.csv").is_file():
         raise missing_dataset_error(INFO, root, "train.csv not found")
-    train_rows = _read_csv(root, "train.csv", ("id_code", "diagnosis"))
+    train_rows = read_csv_rows(INFO, root, "train.csv", ("id_code", "diagnosis"))
     ids = _ids(train_rows, "train.csv")
     labels = [_grade(line, r) for line, r in train_rows]
     paths = _image_paths(root, "train_images", ids)
     if (root / "test.csv").is_file():  # the public test set: images without labels
-        test_ids = _ids(_read_csv(root, "test.csv", ("id_code",)), "test.csv")
+        test_ids = _ids(read_csv_rows(INFO, root, "test.csv", ("id_code",)), "test.csv")
         ids += test_ids
         labels += [-1] * len(test_ids)
         paths += _image_paths(root, "test_images", test_ids)

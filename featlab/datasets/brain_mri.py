@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featlab.datasets._files import images_in
 from featlab.datasets.folder import IMAGE_SUFFIXES
 from featlab.datasets.images import FileImages
 from featlab.datasets.registry import DatasetInfo, missing_dataset_error, register_dataset
@@ -29,17 +30,6 @@ SPLIT_DIRS = {"Training": "train", "Testing": "test"}
 VAL_FRACTIONS = {"train": 0.9, "val": 0.1}
 SPLIT_SEED = 0
 EXPECTED = tuple(f"{d}/{{{','.join(CLASSES)}}}/*.jpg" for d in SPLIT_DIRS)
-
-
-def _images_in(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted; hidden files (``.DS_Store``, ``._x``) skipped."""
-    return sorted(
-        folder / e.name
-        for e in os.scandir(folder)
-        if e.is_file()
-        and not e.name.startswith(".")
-        and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-    )
 
 
 def _check_layout(root: Path) -> None:
@@ -67,7 +57,7 @@ def read_brain_mri(root: str | os.PathLike[str], *, seed: int = SPLIT_SEED) -> S
     paths, labels, on_disk_split = [], [], []
     for folder, split in SPLIT_DIRS.items():
         for label, cls in enumerate(CLASSES):
-            found = _images_in(root / folder / cls)
+            found = images_in(root / folder / cls)
             paths += found
             labels += [label] * len(found)
             on_disk_split += [split] * len(found)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featlab.datasets._files import images_in
 from featlab.datasets.folder import IMAGE_SUFFIXES
 from featlab.datasets.images import FileImages
 from featlab.datasets.registry import DatasetInfo, missing_dataset_error, register_dataset
@@ -45,17 +46,6 @@ def _find_tree(root: Path) -> Path:
     )
 
 
-def _images_in(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted; hidden files (``.DS_Store``, ``._x``) skipped."""
-    return sorted(
-        folder / e.name
-        for e in os.scandir(folder)
-        if e.is_file()
-        and not e.name.startswith(".")
-        and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-    )
-
-
 def read_chest_xray(root: str | os.PathLike[str]) -> SampleTable:
     """Read the Kermany chest X-ray set from ``root/chest_xray`` (or its nested duplicate).
 
@@ -71,7 +61,7 @@ def read_chest_xray(root: str | os.PathLike[str]) -> SampleTable:
     ids, paths, labels, splits = [], [], [], []
     for split in SPLITS:
         for label, cls in enumerate(CLASSES):
-            for path in _images_in(tree / split / cls):
+            for path in images_in(tree / split / cls):
                 ids.append(f"{split}/{cls}/{path.name}")
                 paths.append(path)
                 labels.append(label)

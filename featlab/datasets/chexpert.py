@@ -19,12 +19,12 @@ positive competition finding; it does not depend on the options, so every varian
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
+from featlab.datasets._files import read_csv_rows
 from featlab.datasets.images import FileImages
 from featlab.datasets.registry import DatasetInfo, missing_dataset_error, register_dataset
 from featlab.datasets.splits import stratified_split
@@ -63,22 +63,6 @@ EXPECTED = (
     f"{FOLDER}/{{train,valid}}/patientNNNNN/studyN/viewN_frontal.jpg (CSV Path is relative "
     "to this folder)",
 )
-
-
-def _read_csv(root: Path, name: str) -> list[tuple[int, dict[str, str]]]:
-    """``(line number, row)`` of each row of one CheXpert CSV; raises if a column is missing."""
-    with (root / FOLDER / name).open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in ("Path", *ALL_FINDINGS) if c not in header]
-        if missing:
-            raise missing_dataset_error(
-                INFO, root, f"{FOLDER}/{name} has no column(s) {missing}; its header is {header}"
-            )
-        return [
-            (reader.line_num, {k.strip(): (v or "").strip() for k, v in r.items() if k})
-            for r in reader
-        ]
 
 
 def _cells(csv_name: str, line: int, row: dict[str, str]) -> list[int]:
@@ -163,7 +147,7 @@ def read_chexpert(
     for csv_name, split in CSV_SPLITS.items():
         if not (root / FOLDER / csv_name).is_file():
             raise missing_dataset_error(INFO, root, f"{FOLDER}/{csv_name} not found")
-        for line, row in _read_csv(root, csv_name):
+        for line, row in read_csv_rows(INFO, root, f"{FOLDER}/{csv_name}", ("Path", *ALL_FINDINGS)):
             paths.append(row["Path"])
             raw.append(_cells(csv_name, line, row))
             patients.append(_patient(csv_name, line, row["Path"]))

@@ -15,12 +15,12 @@ when the metadata CSV is present (datasets.md section 6); method and seed are re
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
+from featlab.datasets._files import read_csv_rows
 from featlab.datasets.images import FileImages
 from featlab.datasets.registry import DatasetInfo, missing_dataset_error, register_dataset
 from featlab.datasets.splits import DEFAULT_FRACTIONS, stratified_split
@@ -40,22 +40,6 @@ EXPECTED = (
     f"{IMAGE_DIR}/<image>.jpg",
     f"{METADATA} (optional, for lesion_id)",
 )
-
-
-def _read_csv(root: Path, name: str, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """``(line number, row)`` of each row of ``root/name``; raises if a column is missing."""
-    with (root / name).open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise missing_dataset_error(
-                INFO, root, f"{name} has no column(s) {missing}; its header is {header}"
-            )
-        return [
-            (reader.line_num, {k.strip(): (v or "").strip() for k, v in r.items() if k})
-            for r in reader
-        ]
 
 
 def _label(line: int, row: dict[str, str]) -> int:
@@ -110,7 +94,7 @@ def _lesion_groups(root: Path, images: list[str]) -> tuple[list[str], str]:
     """A group key per image (its lesion_id, else the image itself) and how it was chosen."""
     if not (root / METADATA).is_file():
         return images, "no metadata CSV: each image its own group"
-    rows = _read_csv(root, METADATA, ("image", "lesion_id"))
+    rows = read_csv_rows(INFO, root, METADATA, ("image", "lesion_id"))
     lesion = {r["image"]: r["lesion_id"] for _, r in rows}
     # Images without a lesion_id (some rows leave it blank) form groups of their own.
     groups = [f"lesion:{lesion[i]}" if lesion.get(i) else f"image:{i}" for i in images]
@@ -134,7 +118,7 @@ def read_isic2019(root: str | os.PathLike[str], *, seed: int = SPLIT_SEED) -> Sa
     root = Path(root).expanduser()
     if not (root / GROUND_TRUTH).is_file():
         raise missing_dataset_error(INFO, root, f"{GROUND_TRUTH} not found")
-    rows = _read_csv(root, GROUND_TRUTH, ("image", *CLASSES, UNKNOWN))
+    rows = read_csv_rows(INFO, root, GROUND_TRUTH, ("image", *CLASSES, UNKNOWN))
     images = _image_names(rows)
     labels = np.asarray([_label(line, r) for line, r in rows], dtype=np.int32)
     paths = _image_paths(root, images)

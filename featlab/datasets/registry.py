@@ -160,13 +160,17 @@ def dataset_root(info: DatasetInfo, data_root: str | os.PathLike[str] | None = N
     return datasets_dir() / info.folder
 
 
-def missing_dataset_error(info: DatasetInfo, root: Path, problem: str,
-                          expected: tuple[str, ...] | None = None) -> DatasetError:
+def missing_dataset_error(
+    info: DatasetInfo, root: Path, problem: str, expected: tuple[str, ...] | None = None
+) -> DatasetError:
     """A DatasetError listing what was expected, where, what was found and how to get it."""
     if root.is_dir():
         entries = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
-        found = ", ".join(entries[:15]) + (f" ... (+{len(entries) - 15})" if len(entries) > 15
-                                            else "") if entries else "an empty folder"
+        found = (
+            ", ".join(entries[:15]) + (f" ... (+{len(entries) - 15})" if len(entries) > 15 else "")
+            if entries
+            else "an empty folder"
+        )
     else:
         found = "nothing (the folder does not exist)"
     lines = [
@@ -181,8 +185,9 @@ def missing_dataset_error(info: DatasetInfo, root: Path, problem: str,
     return DatasetError("\n".join(lines))
 
 
-def load_registered(spec: str, *, data_root: str | os.PathLike[str] | None = None,
-                    **options: Any) -> SampleTable:
+def load_registered(
+    spec: str, *, data_root: str | os.PathLike[str] | None = None, **options: Any
+) -> SampleTable:
     """Read a registered dataset (``name`` or ``name@size``) from disk.
 
     Raises:
