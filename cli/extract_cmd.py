@@ -15,6 +15,20 @@ if TYPE_CHECKING:
 # CheXpert's policies for its uncertain (-1) labels (datasets.md section 7).
 UNCERTAIN_POLICIES = ("ignore", "ones", "zeros")
 FINDINGS = ("competition", "all")
+# Names of featlab.extractors.converters.CONVERTERS, listed here so `--help` stays torch-free
+# (a test keeps the two in step).
+CONVERTER_NAMES = (
+    "beit_hf",
+    "byol",
+    "cass",
+    "deit",
+    "dino",
+    "mocov3",
+    "simclr_v1",
+    "simclr_v2",
+    "swav",
+    "vissl",
+)
 
 
 def _splits(_: click.Context, __: click.Parameter, value: str | None) -> tuple[str, ...] | None:
@@ -130,6 +144,19 @@ def _dataset_options(dataset: str, data_root: Path | None, **given: str | None) 
     help="Which labels, for datasets that offer a choice (chexpert-small): the 5 competition "
     "findings or all 14 [default: the dataset's].",
 )
+@click.option(
+    "--converter",
+    type=click.Choice(CONVERTER_NAMES),
+    default=None,
+    help="Layout of the --weights file when it is an official checkpoint (dino: backbone-only "
+    "or full with teacher; swav; vissl; mocov3; simclr_v1/v2; byol; beit_hf; deit; cass).",
+)
+@click.option(
+    "--trust-checkpoint",
+    is_flag=True,
+    help="Allow unpickling a whole-module checkpoint (official CASS files). Unpickling can run "
+    "code: only for files you trust.",
+)
 def extract_cmd(
     dataset: str,
     models: tuple[str, ...],
@@ -150,6 +177,8 @@ def extract_cmd(
     data_root: Path | None,
     uncertain: str | None,
     findings: str | None,
+    converter: str | None,
+    trust_checkpoint: bool,
 ) -> None:
     """Extract embeddings of DATASET into the store.
 
@@ -166,6 +195,8 @@ def extract_cmd(
         raise click.UsageError("--name applies to one --model only")
     if weights is not None and random_init:
         raise click.UsageError("--weights and --random-init exclude each other")
+    if (converter or trust_checkpoint) and weights is None:
+        raise click.UsageError("--converter and --trust-checkpoint apply to a --weights file")
     options = _dataset_options(dataset, data_root, uncertain=uncertain, findings=findings)
     table = load_dataset(dataset, data_root=data_root, **options)
     store = store_path or default_store_path()
@@ -182,6 +213,8 @@ def extract_cmd(
             device=device,
             precision=precision,
             weights=weights,
+            converter=converter,
+            trust_checkpoint=trust_checkpoint,
             random_init=random_init,
             img_size=img_size,
             limit=limit,

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from featlab.errors import WeightsError
+from featlab.extractors.converters import load_converted
 from featlab.extractors.device import Runtime
 from featlab.extractors.spec import ModelSpec
 from featlab.extractors.views import compute_views, view_dim
-from featlab.extractors.weights import load_backbone_state, read_state_dict, sha256_file
+from featlab.extractors.weights import load_backbone_state, sha256_file
 
 
 @dataclass
@@ -271,7 +272,12 @@ def _try_fuse_linears(model: nn.Module, spec: ModelSpec) -> tuple[nn.Module, boo
 
 
 def build_backbone(
-    spec: ModelSpec, runtime: Runtime, *, weights: str | None = None, seed: int = 0
+    spec: ModelSpec,
+    runtime: Runtime,
+    *,
+    weights: str | None = None,
+    seed: int = 0,
+    trust_checkpoint: bool = False,
 ) -> Backbone:
     """Create the model of ``spec`` with its weights, headless, in eval mode, on the device.
 
@@ -285,7 +291,9 @@ def build_backbone(
     if weights is not None:
         model = _create(spec, pretrained=False, num_classes=0)
         path = Path(weights).expanduser()
-        state = read_state_dict(path)
+        # The spec's converter turns the official file layout into timm keys (DINO teacher,
+        # SwAV module., VISSL trunk, ...); pickled whole modules only with trust_checkpoint.
+        state = load_converted(path, spec.converter, trust=trust_checkpoint)
         dropped = load_backbone_state(
             model, state, source=str(path), classifier_prefixes=_classifier_prefixes(model)
         )
@@ -294,6 +302,7 @@ def build_backbone(
             "path": str(path.resolve()),
             "sha256": sha256_file(path),
             "dropped_keys": len(dropped),
+            "converter": spec.converter,
         }
     elif spec.pretrained:
         path = pretrained_file(spec.architecture)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -114,6 +114,8 @@ def extract(
     device: str = "auto",
     precision: str = "auto",
     weights: str | os.PathLike[str] | None = None,
+    converter: str | None = None,
+    trust_checkpoint: bool = False,
     random_init: bool = False,
     img_size: int | None = None,
     limit: int | None = None,
@@ -138,6 +140,10 @@ def extract(
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``.
         precision: ``auto`` (bf16 where fast), ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
         weights: A local checkpoint for the architecture, loaded strictly.
+        converter: The layout of ``weights`` (``dino``, ``swav``, ``vissl``, ``mocov3``, ...;
+            see :data:`featlab.extractors.converters.CONVERTERS`); default the spec's.
+        trust_checkpoint: Allow unpickling a whole-module checkpoint (official CASS files);
+            only for files you trust, since unpickling can run code.
         random_init: Seeded random weights instead of the published ones.
         img_size: Square input size overriding the model's default.
         limit: Extract only the first ``limit`` selected samples (the model stays incomplete).
@@ -167,6 +173,8 @@ def extract(
         spec = resolve_spec(base, pretrained=not random_init and weights is None, img_size=img_size)
     else:
         spec, suffix = model, None
+    if converter is not None:
+        spec = replace(spec, converter=converter)
     requested = tuple(dict.fromkeys(views or (suffix or "default",)))
     if name and len(requested) > 1:
         raise InvalidArgumentError("name= applies to a single view; drop it or extract one view")
@@ -174,7 +182,11 @@ def extract(
     selected = select_rows(table.splits, splits, limit)
     # Everything that can fail on the user's input fails before the store is touched.
     backbone = build_backbone(
-        spec, runtime, weights=None if weights is None else str(weights), seed=seed
+        spec,
+        runtime,
+        weights=None if weights is None else str(weights),
+        seed=seed,
+        trust_checkpoint=trust_checkpoint,
     )
     entries = _entries(backbone, spec.name, requested, name)
     st = store if isinstance(store, FeatureStore) else open_store(store, mode="a")

@@ -35,6 +35,9 @@ class ModelSpec:
         pool: Embedding: ``cls`` (ViT CLS token after the final norm) or the CNN's global pool
             (``avg``); ``auto`` picks ``cls`` for models with a class token, else the model's own
             global pool, and is stored resolved.
+        converter: How a checkpoint file of this model is laid out (a name in
+            :data:`featlab.extractors.converters.CONVERTERS`, e.g. ``dino``); ``None`` for a plain
+            timm/torchvision state dict.
     """
 
     name: str
@@ -48,6 +51,7 @@ class ModelSpec:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     pool: str = "auto"
+    converter: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,14 @@ Mode = Literal["r", "a"]
 # What makes two extractions "the same model": a stored model is reused or resumed only if all of
 # these match, otherwise it is an error naming both (never a silent mix of two models' rows).
 IDENTITY_KEYS = ("spec", "weights", "precision")
+
+
+def _group_keys(group: zarr.Group) -> list[str]:
+    """Child groups of ``group``. A child another process is creating right now (directory made,
+    ``zarr.json`` not yet written) is skipped quietly: it is not part of the store yet."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Object at .* is not recognized")
+        return list(group.group_keys())
 
 
 def _now() -> str:
@@ -129,7 +138,7 @@ class FeatureStore:
     @property
     def datasets(self) -> tuple[str, ...]:
         """Names of the datasets in the store, sorted."""
-        return tuple(sorted(self._root.group_keys()))
+        return tuple(sorted(_group_keys(self._root)))
 
     def __contains__(self, name: object) -> bool:
         return name in self.datasets
@@ -306,7 +315,7 @@ class DatasetGroup:
 
     def all_models(self, *, include_partial: bool = True) -> tuple[str, ...]:
         names = []
-        for key in sorted(self._emb().group_keys()):
+        for key in sorted(_group_keys(self._emb())):
             g = self._emb()[key]
             if "values" not in set(g.array_keys()):
                 continue  # left by a writer killed while creating it: no embeddings yet
@@ -323,7 +332,7 @@ class DatasetGroup:
     def _model_group(self, model: str) -> zarr.Group:
         key = L.model_key(model)
         emb = self._emb()
-        if key not in set(emb.group_keys()) or "values" not in set(emb[key].array_keys()):
+        if key not in set(_group_keys(emb)) or "values" not in set(emb[key].array_keys()):
             known = self.all_models()
             close = difflib.get_close_matches(model, known, n=3)
             hint = f" Did you mean {close}?" if close else ""
@@ -453,7 +462,7 @@ class DatasetGroup:
         self.store._require_writable()
         key = L.model_key(model)
         emb = self._emb()
-        exists = key in set(emb.group_keys())
+        exists = key in set(_group_keys(emb))
         g = emb[key] if exists else emb.create_group(key)
         lock = ModelLock(
             self.store.path / self.name / L.EMBEDDINGS / key,
