@@ -68,3 +68,16 @@ def pytest_collection_modifyitems(config, items):
 def png_tree_writer():
     """``write_png_tree`` itself, for module- or session-scoped fixtures that write images."""
     return write_png_tree
+
+
+@pytest.fixture
+def registry():
+    """The dataset registry with the built-ins loaded; restored to exactly that after the test,
+    so datasets a test registers never leak into another."""
+    from featlab.datasets import registry as reg
+
+    reg._load_builtin()
+    saved = dict(reg._REGISTRY)
+    yield reg._REGISTRY
+    reg._REGISTRY.clear()
+    reg._REGISTRY.update(saved)

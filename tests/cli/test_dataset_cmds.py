@@ -18,7 +18,6 @@ from click.testing import CliRunner
 
 from featlab.cli.main import cli
 from featlab.datasets import read_image_folder, register_dataset
-from featlab.datasets import registry as reg
 from featlab.datasets.registry import DatasetInfo, DownloadFile
 from featlab.errors import DatasetError
 
@@ -27,15 +26,6 @@ FAST = ["--model", "timm:test_vit", "--random-init", "--img-size", "32", "--work
 
 def invoke(*args) -> object:
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-@pytest.fixture
-def registry():
-    reg._load_builtin()
-    saved = dict(reg._REGISTRY)
-    yield reg._REGISTRY
-    reg._REGISTRY.clear()
-    reg._REGISTRY.update(saved)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from featlab.datasets import register_dataset
-from featlab.datasets import registry as reg
 from featlab.datasets.download import download_dataset, download_file, manual_steps, plan_download
 from featlab.datasets.registry import DatasetInfo, DownloadFile
 from featlab.errors import DatasetError, DownloadError, UnknownDatasetError
@@ -248,15 +247,6 @@ def test_filename_must_be_plain(tmp_path: Path) -> None:
 
 
 # -- plans over registered datasets ------------------------------------------------------------
-@pytest.fixture
-def registry():
-    reg._load_builtin()
-    saved = dict(reg._REGISTRY)
-    yield reg._REGISTRY
-    reg._REGISTRY.clear()
-    reg._REGISTRY.update(saved)
-
-
 def info(name: str, **fields) -> DatasetInfo:
     base = {
         "name": name,

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from featlab.datasets import load_dataset, register_dataset
-from featlab.datasets import registry as reg
 from featlab.datasets.registry import (
     DatasetInfo,
     dataset_root,
@@ -24,16 +23,6 @@ from featlab.datasets.registry import (
 )
 from featlab.datasets.table import SampleTable
 from featlab.errors import DatasetError, FeatlabError, UnknownDatasetError
-
-
-@pytest.fixture
-def registry():
-    """The registry with the built-ins loaded; restored to exactly that after the test."""
-    reg._load_builtin()
-    saved = dict(reg._REGISTRY)
-    yield reg._REGISTRY
-    reg._REGISTRY.clear()
-    reg._REGISTRY.update(saved)
 
 
 def tiny_table(name: str, **attrs) -> SampleTable:
