@@ -383,7 +383,9 @@ class DatasetGroup:
         self, model: str, split: str | None = None, *, partial: bool = False
     ) -> np.ndarray:
         """``(m, d)`` float32 embeddings of ``split``'s usable rows (see :meth:`rows`)."""
-        rows = self.rows(model, split, partial=partial)
+        return self._values(model, self.rows(model, split, partial=partial))
+
+    def _values(self, model: str, rows: np.ndarray) -> np.ndarray:
         values = self._model_group(model)["values"]
         if len(rows) == self.n:
             return np.asarray(values[:], dtype=np.float32)
@@ -394,7 +396,7 @@ class DatasetGroup:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels of ``split``: ``X (m, d) float32``, ``y (m,)`` int32 (or (m, L))."""
         rows = self.rows(model, split, partial=partial)
-        return self.embeddings(model, split, partial=partial), self.labels[rows]
+        return self._values(model, rows), self.labels[rows]
 
     def to_xarray(self, model: str, *, partial: bool = False) -> xr.DataArray:
         """A lazy ``xr.DataArray`` (sample, feature) with coords id, label, split, source.
