@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "extract_cmd",
         "Extract embeddings of one or more models over a dataset into the store.",
     ),
+    "models": (
+        "featlab.cli.models_cmd",
+        "models_cmd",
+        "List the model zoo: architectures, dims per view, weight sources, local presence.",
+    ),
     "info": (
         "featlab.cli.info_cmd",
         "info_cmd",

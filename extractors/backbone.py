@@ -168,6 +168,29 @@ def pretrained_file(architecture: str) -> Path:
     return target
 
 
+def official_file(url: str) -> Path:
+    """The official weights file of ``url`` in the torch hub cache, downloaded if absent.
+
+    The cache is ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch/hub/checkpoints``),
+    the same place torch.hub uses, so a file placed there by hand is found.
+
+    Raises:
+        WeightsError: Not cached and not downloadable; names the URL and the exact path.
+    """
+    target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if target.is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(target), progress=False)
+    except Exception as err:
+        raise WeightsError(
+            f"weights not cached and could not be downloaded ({type(err).__name__}). Download "
+            f"{url} and put it at {target}, or pass it with --weights PATH."
+        ) from err
+    return target
+
+
 def _set_pool(model: nn.Module, spec: ModelSpec) -> str:
     """Make the headless model return the spec's embedding; return the resolved pool name."""
     has_cls = getattr(model, "cls_token", None) is not None
@@ -302,6 +325,24 @@ def build_backbone(
             "path": str(path.resolve()),
             "sha256": sha256_file(path),
             "dropped_keys": len(dropped),
+            "converter": spec.converter,
+        }
+    elif spec.pretrained and spec.local_only:
+        raise WeightsError(
+            f"{spec.name} has no published weights: give the checkpoint with --weights PATH "
+            f"(layout: {spec.converter or 'a timm state dict'}), or make one with featlab pretrain"
+        )
+    elif spec.pretrained and spec.weights_url:
+        path = official_file(spec.weights_url)
+        model = _create(spec, pretrained=False, num_classes=0)
+        state = load_converted(path, spec.converter, trust=False)
+        load_backbone_state(
+            model, state, source=str(path), classifier_prefixes=_classifier_prefixes(model)
+        )
+        info = {
+            "source": spec.weights_url,
+            "path": str(path),
+            "sha256": sha256_file(path),
             "converter": spec.converter,
         }
     elif spec.pretrained:

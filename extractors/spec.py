@@ -38,6 +38,10 @@ class ModelSpec:
         converter: How a checkpoint file of this model is laid out (a name in
             :data:`featlab.extractors.converters.CONVERTERS`, e.g. ``dino``); ``None`` for a plain
             timm/torchvision state dict.
+        weights_url: The official weights file (fetched into the torch hub cache) when timm does
+            not host them; ``None`` means timm's own tag (``pretrained``) or no published weights.
+        local_only: No weights are published (BOLT, CASS, converted SimCLR/BYOL files): they come
+            from ``featlab pretrain`` or ``--weights``.
     """
 
     name: str
@@ -52,6 +56,8 @@ class ModelSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     pool: str = "auto"
     converter: str | None = None
+    weights_url: str | None = None
+    local_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,14 +132,32 @@ def with_pool(spec: ModelSpec, pool: str) -> ModelSpec:
 
 
 def resolve_spec(name: str, *, pretrained: bool = True, img_size: int | None = None) -> ModelSpec:
-    """Resolve a model name as users type it. ``timm:<name>`` for now; the named zoo comes later.
+    """Resolve a model name as users type it: a zoo name (``dino-vits8``) or ``timm:<name>``.
+
+    Args:
+        name: The model name, without a ``:view`` suffix.
+        pretrained: Load the published weights (False: seeded random init).
+        img_size: Square input size overriding the model's.
 
     Raises:
-        UnknownModelError: For names that are not ``timm:<name>``.
+        UnknownModelError: For unknown names (close zoo names are suggested).
     """
+    from featlab.extractors.zoo import ZOO
+
     if name.startswith(TIMM_PREFIX):
         return spec_from_timm(name, pretrained=pretrained, img_size=img_size)
+    if name in ZOO:
+        spec = replace(ZOO[name], pretrained=pretrained and ZOO[name].pretrained)
+        if img_size is not None:
+            spec = replace(
+                spec,
+                input_size=(spec.input_size[0], img_size, img_size),
+                model_kwargs={**spec.model_kwargs, "img_size": img_size},
+            )
+        return spec
+    close = difflib.get_close_matches(name, list(ZOO), n=3)
+    hint = f" Did you mean {close}?" if close else ""
     raise UnknownModelError(
-        f"unknown model {name!r}; use timm:<architecture>, e.g. timm:resnet50 or "
-        "timm:vit_small_patch16_224.dino"
+        f"unknown model {name!r}.{hint} Use a zoo name (`featlab models` lists them) or "
+        "timm:<architecture>, e.g. timm:resnet50"
     )

@@ -34,8 +34,17 @@ def split_view(name: str) -> tuple[str, str | None]:
 
 
 def is_vit(model: nn.Module) -> bool:
-    """A timm ViT-like model with a class token and token outputs."""
-    return getattr(model, "cls_token", None) is not None and hasattr(model, "blocks")
+    """A timm ViT-like model with a class token, token outputs and a final norm.
+
+    Models that pool first and normalise after (BEiT: mean of patch tokens -> ``fc_norm``, its
+    ``norm`` is Identity) have no "after the final norm" tokens, so they offer only their own
+    pooled embedding, like a CNN.
+    """
+    return (
+        getattr(model, "cls_token", None) is not None
+        and hasattr(model, "blocks")
+        and not isinstance(getattr(model, "norm", None), nn.Identity)
+    )
 
 
 def supported_views(model: nn.Module) -> tuple[str, ...]:

@@ -162,8 +162,8 @@ def test_spec_round_trip_and_unknown_models():
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(UnknownModelError, match="vit_small_patch16_224"):
         resolve_spec("timm:vit_smal_patch16_224")
-    with pytest.raises(UnknownModelError, match="use timm:<architecture>"):
-        resolve_spec("dino-vits8")
+    with pytest.raises(UnknownModelError, match="or timm:<architecture>"):
+        resolve_spec("not-a-model")
 
 
 @pytest.mark.gpu
