@@ -26,88 +26,23 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _timm(
-    name: str,
-    arch: str,
-    *,
-    mean=IN_MEAN,
-    std=IN_STD,
-    crop_pct=0.875,
-    interpolation="bicubic",
-    pool="auto",
-    **kw,
-) -> ModelSpec:
+def _timm(name: str, arch: str, **kw: object) -> ModelSpec:
     """Weights through a timm tag (Hugging Face cache, HF_HUB_OFFLINE honoured)."""
-    return register_model(
-        ModelSpec(
-            name=name,
-            architecture=arch,
-            pretrained=True,
-            mean=mean,
-            std=std,
-            crop_pct=crop_pct,
-            interpolation=interpolation,
-            pool=pool,
-            **kw,
-        )
-    )
+    return register_model(ModelSpec(name=name, architecture=arch, **kw))  # type: ignore[arg-type]
 
 
-def _url(
-    name: str,
-    arch: str,
-    url: str,
-    converter: str,
-    *,
-    mean=IN_MEAN,
-    std=IN_STD,
-    crop_pct=0.875,
-    interpolation="bilinear",
-    **kw,
-) -> ModelSpec:
-    """Weights from an official URL into the torch hub cache, read with ``converter``."""
-    return register_model(
-        ModelSpec(
-            name=name,
-            architecture=arch,
-            pretrained=True,
-            weights_url=url,
-            converter=converter,
-            mean=mean,
-            std=std,
-            crop_pct=crop_pct,
-            interpolation=interpolation,
-            **kw,
-        )
-    )
+def _url(name: str, arch: str, url: str, converter: str, **kw: object) -> ModelSpec:
+    """Weights from an official URL into the torch hub cache, read with ``converter``.
+
+    These repositories evaluate with torchvision's default (bilinear) Resize unless noted.
+    """
+    kw.setdefault("interpolation", "bilinear")
+    return _timm(name, arch, weights_url=url, converter=converter, **kw)
 
 
-def _local(
-    name: str,
-    arch: str,
-    converter: str | None,
-    *,
-    mean=IN_MEAN,
-    std=IN_STD,
-    crop_pct=0.875,
-    interpolation="bicubic",
-    **kw,
-) -> ModelSpec:
+def _local(name: str, arch: str, converter: str | None, **kw: object) -> ModelSpec:
     """No published weights: ``featlab pretrain`` or ``--weights`` provides them."""
-    return register_model(
-        ModelSpec(
-            name=name,
-            architecture=arch,
-            pretrained=True,
-            local_only=True,
-            converter=converter,
-            mean=mean,
-            std=std,
-            crop_pct=crop_pct,
-            interpolation=interpolation,
-            **kw,
-        )
-    )
+    return _timm(name, arch, local_only=True, converter=converter, **kw)
 
 
 # -- supervised ImageNet (model-zoo.md 2.1) ---------------------------------------------------
