@@ -14,6 +14,7 @@ STORE_ENV = "FEATLAB_STORE"
 SAMPLES = "samples"
 EMBEDDINGS = "embeddings"
 RESULTS = "results"
+INDEXES = "indexes"
 SAMPLE_ARRAYS = ("id", "label", "split", "source")
 
 # Rows per chunk: at most 4096 (DESIGN section 3) and about 8 MiB per chunk, so that the

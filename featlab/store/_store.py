@@ -34,6 +34,8 @@ from featlab.store._writer import EmbeddingWriter, ModelLock
 if TYPE_CHECKING:
     import xarray as xr
 
+    from featlab.eval.neighbors import NeighborResult
+
 Mode = Literal["r", "a"]
 # What makes two extractions "the same model": a stored model is reused or resumed only if all of
 # these match, otherwise it is an error naming both (never a silent mix of two models' rows).
@@ -440,6 +442,44 @@ class DatasetGroup:
             "provenance": json.dumps(dict(group.attrs.asdict()), default=str),
         }
         return da
+
+    def neighbors(
+        self,
+        model: str,
+        *,
+        ids: str | list[str] | None = None,
+        vectors: np.ndarray | None = None,
+        images: Any = None,
+        k: int = 10,
+        split: str | None = None,
+        exclude_self: bool = True,
+        **options: Any,
+    ) -> NeighborResult:
+        """The ``k`` stored samples nearest (cosine) to each query; exactly one of ``ids``,
+        ``vectors`` (``(m, d)``) or ``images`` (paths, PIL images).
+
+        ``ids`` queries leave the query sample out of its own neighbours unless
+        ``exclude_self=False``. The FAISS index (exact by default) is persisted under
+        ``indexes/<model>`` when the store is open with ``mode="a"`` and rebuilt when the
+        embeddings change. Other options (``index``, ``nprobe``, ``partial``, ``device``...) and
+        the errors raised: :func:`featlab.eval.neighbors.neighbors`.
+
+        Returns:
+            :class:`featlab.eval.neighbors.NeighborResult` (``to_dataframe()``, ``to_records()``).
+        """
+        from featlab.eval.neighbors import neighbors
+
+        return neighbors(
+            self,
+            model,
+            ids=ids,
+            vectors=vectors,
+            images=images,
+            k=k,
+            split=split,
+            exclude_self=exclude_self,
+            **options,
+        )
 
     # -- writing ---------------------------------------------------------------------------
     def open_writer(
