@@ -43,7 +43,22 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "probe": (
         "featlab.cli.probe_cmd",
         "probe_cmd",
-        "Evaluate stored embeddings (k-NN) for every dataset x model.",
+        "Evaluate stored embeddings (k-NN, linear, logreg) with low-shot folds; saves results.",
+    ),
+    "results": (
+        "featlab.cli.results_cmd",
+        "results_cmd",
+        "List saved evaluation runs, or re-print one.",
+    ),
+    "compare": (
+        "featlab.cli.compare_cmd",
+        "compare_cmd",
+        "Paired test between two saved runs on the same test samples and folds.",
+    ),
+    "neighbors": (
+        "featlab.cli.neighbors_cmd",
+        "neighbors_cmd",
+        "Nearest stored samples of a sample id or an image, by a model's embeddings.",
     ),
 }
 

@@ -1,4 +1,4 @@
-"""``featlab probe``."""
+"""``featlab probe``: evaluate stored embeddings on low-shot folds; save and print the runs."""
 
 from __future__ import annotations
 
@@ -10,79 +10,118 @@ import click
 from featlab.cli._common import store_option
 
 
+def split_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--model a,b --model c`` -> ``("a", "b", "c")`` (order kept, duplicates dropped)."""
+    names = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return tuple(dict.fromkeys(names))
+
+
+def parse_ks(value: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise click.BadParameter(f"expected positive whole numbers like 20,200; got {value!r}")
+    return ks
+
+
 @click.command("probe")
 @click.option(
     "--method",
-    type=click.Choice(["knn"]),
+    type=click.Choice(["knn", "linear", "logreg"]),
     default="knn",
     show_default=True,
-    help="Evaluation protocol.",
+    help="knn: cosine FAISS, DINO's weighted vote; linear: the DVME paper's torch probe; "
+    "logreg: logistic regression, C chosen on val.",
 )
-@click.option("--model", "models", multiple=True, help="Only these models [default: all].")
-@click.option("--dataset", "datasets", multiple=True, help="Only these datasets [default: all].")
-@click.option(
-    "-k",
-    "k",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Neighbours per query.",
-)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=0.07,
-    show_default=True,
-    help="DINO vote temperature.",
-)
+@click.option("--model", "models", multiple=True, help="Models, comma-separated or repeated "
+              "[default: every complete model].")
+@click.option("--dataset", "datasets", multiple=True, help="Datasets, comma-separated or "
+              "repeated [default: all in the store].")
+@click.option("--shots", default=None, help="Class-balanced training sizes, e.g. 50,500,all.")
+@click.option("--fractions", default=None, help="Stratified label fractions, e.g. 0.01,0.1,1.")
+@click.option("--folds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Seeded draws per training size.")
+@click.option("-k", "--k", "ks", default="20,200", show_default=True,
+              help="kNN neighbours, comma-separated.")
+@click.option("--vote", type=click.Choice(["weighted", "majority"]), default="weighted",
+              show_default=True, help="kNN vote: exp(cos/T) weights (DINO) or one per neighbour.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.07,
+              show_default=True, help="kNN weighted-vote temperature.")
+@click.option("--index", type=click.Choice(["flat", "ivf"]), default="flat", show_default=True,
+              help="kNN search: exact, or IVF (approximate; recall@k is reported).")
+@click.option("--metric", default=None, help="Headline metric [default: the dataset's: AUC for "
+              "binary, kappa for ordinal, mean AUC for multi-label, accuracy otherwise].")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Test-set resamples for a 95% confidence interval (0 = none).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the folds, probes and bootstrap.")
+@click.option("--device", default="cpu", show_default=True, help="Device of the linear probe.")
+@click.option("--no-save", is_flag=True, help="Do not save the runs in the store.")
 @store_option
-@click.option("--json", "as_json", is_flag=True, help="Print results as JSON lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON record per run.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print every fold's metrics as CSV.")
 def probe_cmd(
     method: str,
     models: tuple[str, ...],
     datasets: tuple[str, ...],
-    k: int,
+    shots: str | None,
+    fractions: str | None,
+    folds: int,
+    ks: str,
+    vote: str,
     temperature: float,
+    index: str,
+    metric: str | None,
+    bootstrap: int,
+    seed: int,
+    device: str,
+    no_save: bool,
     store_path: Path | None,
     as_json: bool,
+    as_csv: bool,
 ) -> None:
-    """Evaluate every complete dataset x model in the store (train -> test).
+    """Evaluate every complete dataset x model in the store (or the ones named).
 
-    Pairs the method cannot evaluate are listed as skipped, with the reason, when they were not
-    asked for by name; a pair named with --dataset/--model that fails is an error.
+    Trains on class-balanced subsets of 'train' (--shots) or stratified fractions
+    (--fractions), --folds seeded draws each, selects on 'val' (held out of train when the
+    dataset has none) and scores 'test'. The draws are shared by every model and method, so
+    runs compare pairwise (`featlab compare`). Runs are saved in the store (`featlab results`).
     """
-    from featlab.errors import FeatlabError
-    from featlab.eval.knn import evaluate_knn
+    from featlab.eval.lowshot import parse_sizes
+    from featlab.eval.protocol import ProbeConfig
+    from featlab.eval.results import format_csv, format_table, summary_table
+    from featlab.eval.sweep import evaluate_store
     from featlab.store import open_store
 
-    store = open_store(store_path, mode="r")
-    results, skipped = [], []
-    for name in datasets or store.datasets:
-        ds = store[name]
-        for model in models or ds.models:
-            try:
-                results.append(evaluate_knn(ds, model, k=k, temperature=temperature))
-            except FeatlabError as err:
-                if datasets or models:
-                    raise
-                skipped.append(f"{name} | {model}: {err}")
-    for line in skipped:
-        click.echo(f"skipped {line}", err=True)
-    if not results:
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both")
+    config = ProbeConfig(
+        method=method, sizes=parse_sizes(shots, fractions), folds=folds, seed=seed,
+        ks=parse_ks(ks), temperature=temperature, vote=vote, index=index, metric=metric,
+        bootstrap=bootstrap, device=device,
+    )
+    store = open_store(store_path, mode="r" if no_save else "a")
+    result = evaluate_store(
+        store, config, datasets=split_names(datasets), models=split_names(models),
+        save=not no_save,
+    )
+    for ds_name, model, reason in result.skipped:
+        click.echo(f"skipped {ds_name} | {model}: {reason}", err=True)
+    if not result.runs:
         raise click.ClickException(
             f"nothing to evaluate in {store.path}: no complete model could be probed; "
             "run featlab extract first"
         )
+    records = [r.to_dict() for r in result.runs]
     if as_json:
-        for r in results:
-            click.echo(json.dumps(r.to_dict()))
-        return
-    click.echo(
-        f"{'dataset':<16} {'model':<36} {'k':>4} {'n_train':>8} {'n_test':>7} "
-        f"{'accuracy':>9} {'bal.acc':>8}"
-    )
-    for r in results:
-        click.echo(
-            f"{r.dataset:<16} {r.model:<36} {r.k:>4} {r.n_train:>8} {r.n_test:>7} "
-            f"{r.accuracy:>9.4f} {r.balanced_accuracy:>8.4f}"
-        )
+        for rec in records:
+            click.echo(json.dumps(rec))
+    elif as_csv:
+        click.echo(format_csv(records), nl=False)
+    else:
+        click.echo(format_table(summary_table(records)))
+        if not no_save:
+            click.echo(f"saved {len(records)} run(s) in {store.path}; `featlab results` lists "
+                       "them", err=True)

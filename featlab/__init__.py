@@ -21,8 +21,14 @@ _LAZY = {
     "read_manifest": "featlab.datasets",
     "table_from_arrays": "featlab.datasets",
     "table_from_hdf5": "featlab.datasets",
-    "evaluate_knn": "featlab.eval.knn",
     "knn_classify": "featlab.eval.knn",
+    "ProbeConfig": "featlab.eval.protocol",
+    "run_probe": "featlab.eval.protocol",
+    "evaluate_store": "featlab.eval.sweep",
+    "load_run": "featlab.eval.results",
+    "compare_runs": "featlab.eval.compare",
+    "compute_metrics": "featlab.eval.metrics",
+    "NeighborResult": "featlab.eval.neighbors",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

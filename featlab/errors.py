@@ -79,3 +79,10 @@ class InvalidArgumentError(FeatlabError, ValueError):
 
 class DownloadError(DatasetError):
     """A dataset download failed: a network error (partial kept to resume) or a bad checksum."""
+
+
+class UnknownRunError(FeatlabError, KeyError):
+    """No saved evaluation run has that id (or matches the selection)."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""

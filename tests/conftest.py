@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from featlab.datasets import SampleTable
+from featlab.store import open_store
+
 
 def write_png_tree(
     root: Path, *, classes=("a", "b", "c"), per_class=4, size=32, splits=None, seed=0
@@ -81,3 +84,88 @@ def registry():
     yield reg._REGISTRY
     reg._REGISTRY.clear()
     reg._REGISTRY.update(saved)
+
+
+# -- synthetic embedding stores (evaluation tests) --------------------------------------------
+SYNTHETIC_CHUNK = 64
+
+
+def synthetic_embeddings(
+    labels: np.ndarray, d: int, separation: float, seed: int
+) -> np.ndarray:
+    """Class centres ``separation`` apart plus unit noise (multi-label: sum of label centres)."""
+    rng = np.random.default_rng(seed)
+    n_classes = labels.shape[1] if labels.ndim == 2 else int(labels.max()) + 1
+    centres = rng.standard_normal((n_classes, d)) * separation
+    if labels.ndim == 2:
+        signal = (labels == 1).astype(np.float64) @ centres
+    else:
+        signal = centres[np.maximum(labels, 0)]
+    return (signal + rng.standard_normal((len(labels), d)) + 3.0).astype(np.float32)
+
+
+def write_embeddings(ds, model: str, values: np.ndarray, *, bad=None, seed: int = 0) -> None:
+    identity = {"spec": {"arch": model}, "weights": {"seed": seed}, "precision": "fp32"}
+    with ds.open_writer(
+        model, dim=values.shape[1], chunk_rows=SYNTHETIC_CHUNK, identity=identity, attrs={}
+    ) as w:
+        for lo in range(0, len(values), SYNTHETIC_CHUNK):
+            rows = np.arange(lo, min(lo + SYNTHETIC_CHUNK, len(values)))
+            w.write(rows, values[rows], None if bad is None else bad[rows])
+        w.update_attrs(complete=True)
+
+
+def make_store(
+    path: Path,
+    *,
+    n: int = 600,
+    d: int = 16,
+    n_classes: int = 3,
+    task: str | None = None,
+    models: dict[str, float] | None = None,
+    with_val: bool = True,
+    seed: int = 0,
+    name: str = "toy",
+) -> Path:
+    """A store with dataset ``name`` and one model per ``{name: class separation}``."""
+    rng = np.random.default_rng(seed)
+    if task == "multilabel":
+        labels = (rng.random((n, n_classes)) < 0.3).astype(np.int8)
+        labels[rng.random((n, n_classes)) < 0.05] = -1
+    else:
+        labels = rng.integers(0, n_classes, n).astype(np.int32)
+    task = task or ("binary" if n_classes == 2 else "multiclass")
+    names = ["train", "val", "test"] if with_val else ["train", "test"]
+    splits = rng.choice(names, size=n, p=[0.6, 0.2, 0.2] if with_val else [0.75, 0.25])
+    table = SampleTable(
+        name=name,
+        ids=[f"{name}/{i:04d}" for i in range(n)],
+        labels=labels,
+        splits=splits.astype(object),
+        sources=[f"/data/{i}.png" for i in range(n)],
+        classes=tuple(f"c{i}" for i in range(n_classes)),
+        task=task,
+        attrs={"source": "synthetic"},
+    )
+    store = open_store(path, mode="a")
+    ds = store.add_dataset(table)
+    for i, (model, separation) in enumerate((models or {"good": 3.0, "noise": 0.0}).items()):
+        write_embeddings(ds, model, synthetic_embeddings(labels, d, separation, seed + i + 1))
+    return path
+
+
+@pytest.fixture
+def synthetic_store(tmp_path: Path):
+    """Factory: ``synthetic_store(**make_store kwargs) -> store path`` (a fresh one per call)."""
+    counter = iter(range(100))
+
+    def make(**kwargs) -> Path:
+        return make_store(tmp_path / f"s{next(counter)}.zarr", **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def embedding_writer():
+    """``(synthetic_embeddings, write_embeddings)`` for tests that add models themselves."""
+    return synthetic_embeddings, write_embeddings

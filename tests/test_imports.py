@@ -43,7 +43,7 @@ def test_import_featlab_is_light() -> None:
             "after_open_store": sorted(m for m in {HEAVY!r} if m in sys.modules),
             "same": open_store is direct,
             "store_loaded": "featlab.store" in sys.modules,
-            "has_dir": "open_store" in names and "evaluate_knn" in names,
+            "has_dir": "open_store" in names and "run_probe" in names,
         }}))
         """
     )

@@ -218,7 +218,10 @@ def load_registered(
         absent = list(info.missing(root, **options)) if info.missing else []
         problem = f"missing {', '.join(absent)}" if absent else "files not found"
         raise missing_dataset_error(info, root, problem)
-    return info.reader(root, **options)
+    table = info.reader(root, **options)
+    # Recorded with the dataset in the store, so evaluations score with the dataset's metric.
+    table.attrs.setdefault("metric", info.default_metric)
+    return table
 
 
 def _load_builtin() -> None:

@@ -1,28 +1,38 @@
-"""k-nearest-neighbour classification of embeddings (FAISS, exact cosine).
+"""k-nearest-neighbour classification of embeddings (FAISS, cosine).
 
 Protocol (DESIGN section 6): L2-normalised embeddings, exact inner-product search, and DINO's
 temperature-weighted vote: each of the k neighbours votes for its class with weight
-exp(cos / T), T = 0.07 (Caron et al. 2021, section 4.1 / eval_knn.py).
+exp(cos / T), T = 0.07 (Caron et al. 2021, section 4.1 / eval_knn.py); a plain majority vote
+is the alternative. k = 20 and 200 by default: 20 is DINO's headline, 200 what the ViT study
+uses (pretrained-vits-medical-knn-finetune.txt, section 3).
+
+The search streams the training matrix in blocks (each normalised on its own) and merges the
+per-block top-k with FAISS's heap, so peak memory is one block plus the queries, whatever the
+size of the training set.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from featlab.errors import InvalidArgumentError
 
-if TYPE_CHECKING:
-    from featlab.store import DatasetGroup
-
-SEARCH_BLOCK = 4096  # queries per FAISS call: bounded memory for (block, k) results
+DEFAULT_KS = (20, 200)
+DEFAULT_TEMPERATURE = 0.07
+VOTES = ("weighted", "majority")
+BLOCK_BYTES = 64 * 2**20  # training rows per search call: ~64 MiB of float32
+VOTE_BLOCK = 4096  # queries per vote step: bounds the (m, k, L) multi-label gather
 
 
 @dataclass(frozen=True)
 class KNNPrediction:
-    """``scores (m, C)`` float32 class scores (rows sum to 1) and ``labels (m,)`` argmax."""
+    """``scores (m, C)`` float32 class probabilities and ``labels`` (argmax, or ``>= 0.5``).
+
+    Single-label rows sum to 1; multi-label scores are per-label probabilities ``(m, L)``.
+    """
 
     scores: np.ndarray
     labels: np.ndarray
@@ -35,30 +45,141 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
-def knn_search(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _normalize_in_place(x: np.ndarray) -> np.ndarray:
+    """``l2_normalize`` without a copy when ``x`` is already writeable C-contiguous float32."""
+    if x.dtype != np.float32 or not x.flags.c_contiguous or not x.flags.writeable:
+        return l2_normalize(x)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+    return x
+
+
+def block_rows_for(dim: int) -> int:
+    """Training rows per search block for ``dim``-d float32 embeddings (~64 MiB)."""
+    return max(1024, BLOCK_BYTES // (4 * max(dim, 1)))
+
+
+def array_blocks(base: np.ndarray, rows: int) -> Iterator[np.ndarray]:
+    """``base`` in consecutive blocks of ``rows`` rows (views, no copy)."""
+    for lo in range(0, len(base), rows):
+        yield base[lo : lo + rows]
+
+
+def knn_search(
+    queries: np.ndarray,
+    base: np.ndarray | Iterable[np.ndarray],
+    k: int,
+    *,
+    n_base: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine k-NN with FAISS: ``(sims, indices)``, each ``(m, k)``, best first.
 
+    Args:
+        queries: ``(m, d)`` embeddings (any float dtype; normalised here).
+        base: ``(n, d)`` training embeddings, or an iterable of consecutive ``(b_i, d)`` blocks
+            of them (e.g. read from the store) — only one block is in memory at a time, and
+            float32 blocks from an iterable are normalised in place (they are the caller's
+            fresh reads; an array ``base`` is never modified).
+        k: Neighbours per query.
+        n_base: Number of base rows when ``base`` is an iterable (checks ``k`` up front).
+
+    Returns:
+        ``sims (m, k) float32`` cosine similarities, descending, and ``indices (m, k) int64``
+        positions in ``base``.
+
     Raises:
-        ValueError: If the dimensions differ or ``k`` is not in ``1..len(base)``.
+        InvalidArgumentError: The dimensions differ, or ``k`` is not in ``1..n``.
     """
     import faiss
 
-    if queries.shape[1] != base.shape[1]:
-        raise InvalidArgumentError(
-            f"queries have {queries.shape[1]} features, base {base.shape[1]}"
-        )
-    if not 1 <= k <= len(base):
-        raise InvalidArgumentError(f"k must be in 1..{len(base)} (the base size); got {k}")
-    index = faiss.IndexFlatIP(base.shape[1])
-    index.add(l2_normalize(base))
+    owned = not isinstance(base, np.ndarray)
+    if not owned:
+        n_base = len(base)
+        blocks: Iterable[np.ndarray] = array_blocks(base, block_rows_for(base.shape[1]))
+    else:
+        blocks = base
+    if n_base is not None and not 1 <= k <= n_base:
+        raise InvalidArgumentError(f"k must be in 1..{n_base} (the base size); got {k}")
     q = l2_normalize(queries)
-    sims = np.empty((len(q), k), dtype=np.float32)
-    idx = np.empty((len(q), k), dtype=np.int64)
-    for lo in range(0, len(q), SEARCH_BLOCK):
-        sims[lo : lo + SEARCH_BLOCK], idx[lo : lo + SEARCH_BLOCK] = index.search(
-            q[lo : lo + SEARCH_BLOCK], k
-        )
-    return sims, idx
+    heap = faiss.ResultHeap(len(q), k, keep_max=True)
+    offset = 0
+    for block in blocks:
+        if block.shape[1] != q.shape[1]:
+            raise InvalidArgumentError(
+                f"queries have {q.shape[1]} features, the base {block.shape[1]}; "
+                "both must come from the same model"
+            )
+        index = faiss.IndexFlatIP(q.shape[1])
+        index.add(_normalize_in_place(block) if owned else l2_normalize(block))
+        sims, idx = index.search(q, min(k, len(block)))
+        heap.add_result(sims, np.where(idx >= 0, idx + offset, -1))
+        offset += len(block)
+    if not 1 <= k <= offset:
+        raise InvalidArgumentError(f"k must be in 1..{offset} (the base size); got {k}")
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def knn_vote(
+    sims: np.ndarray,
+    indices: np.ndarray,
+    train_y: np.ndarray,
+    *,
+    k: int,
+    temperature: float = DEFAULT_TEMPERATURE,
+    vote: str = "weighted",
+    n_classes: int | None = None,
+) -> np.ndarray:
+    """Class scores from the first ``k`` neighbours of each query.
+
+    Args:
+        sims, indices: ``(m, >= k)`` from :func:`knn_search`, best first.
+        train_y: ``(n,)`` int labels in ``0..C-1``, or ``(n, L)`` multi-label with 1 / 0 and
+            ``-1`` unknown.
+        vote: ``"weighted"`` — weight ``exp(cos / T)`` (DINO); ``"majority"`` — weight 1.
+        n_classes: ``C`` for single-label (default ``train_y.max() + 1``).
+
+    Returns:
+        ``(m, C)`` float32 rows summing to 1; multi-label ``(m, L)``: the weighted mean of the
+        neighbours' known label entries (the training prevalence when none is known).
+    """
+    if vote not in VOTES:
+        raise InvalidArgumentError(f"vote must be one of {VOTES}; got {vote!r}")
+    if temperature <= 0:
+        raise InvalidArgumentError(f"temperature must be > 0; got {temperature}")
+    if not 1 <= k <= sims.shape[1]:
+        raise InvalidArgumentError(f"k must be in 1..{sims.shape[1]} (neighbours searched)")
+    s, idx = sims[:, :k], indices[:, :k]
+    if vote == "weighted":
+        # Subtracting the row max before exp is exact after normalisation and cannot overflow.
+        w = np.exp((s - s[:, :1]) / temperature, dtype=np.float64)
+    else:
+        w = np.ones(s.shape, dtype=np.float64)
+    if train_y.ndim == 2:
+        return _multilabel_vote(w, idx, train_y)
+    train_y = np.asarray(train_y, dtype=np.int64)
+    c = int(n_classes if n_classes is not None else train_y.max() + 1)
+    scores = np.zeros((len(s), c), dtype=np.float64)
+    np.add.at(scores, (np.arange(len(s))[:, None], train_y[idx]), w)
+    scores /= scores.sum(axis=1, keepdims=True)
+    return scores.astype(np.float32)
+
+
+def _multilabel_vote(w: np.ndarray, idx: np.ndarray, train_y: np.ndarray) -> np.ndarray:
+    known_y = train_y >= 0
+    prior = (train_y == 1).sum(0) / np.maximum(known_y.sum(0), 1)
+    out = np.empty((len(w), train_y.shape[1]), dtype=np.float32)
+    for lo in range(0, len(w), VOTE_BLOCK):
+        y = train_y[idx[lo : lo + VOTE_BLOCK]]  # (b, k, L)
+        wb = w[lo : lo + VOTE_BLOCK, :, None]
+        num = (wb * (y == 1)).sum(axis=1)
+        den = (wb * (y >= 0)).sum(axis=1)
+        out[lo : lo + VOTE_BLOCK] = np.where(den > 0, num / np.maximum(den, 1e-300), prior)
+    return out
+
+
+def predicted_labels(scores: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Argmax class, or per-label ``scores >= 0.5`` (int8) for multi-label."""
+    return (scores >= 0.5).astype(np.int8) if multilabel else scores.argmax(axis=1)
 
 
 def knn_classify(
@@ -66,97 +187,93 @@ def knn_classify(
     train_y: np.ndarray,
     test_x: np.ndarray,
     *,
-    k: int = 20,
-    temperature: float = 0.07,
+    k: int = DEFAULT_KS[0],
+    temperature: float = DEFAULT_TEMPERATURE,
+    vote: str = "weighted",
     n_classes: int | None = None,
 ) -> KNNPrediction:
-    """Classify ``test_x`` by a temperature-weighted vote of its k nearest training samples.
+    """Classify ``test_x`` by a vote of its k nearest training samples (cosine).
 
     Args:
         train_x: ``(n, d)`` embeddings.
-        train_y: ``(n,)`` int labels in ``0..C-1``.
+        train_y: ``(n,)`` int labels in ``0..C-1``, or ``(n, L)`` multi-label (-1 unknown).
         test_x: ``(m, d)`` embeddings.
         k: Neighbours per query.
-        temperature: Vote weight is ``exp(cos / temperature)``.
+        temperature: Weighted vote's ``T`` in ``exp(cos / T)``.
+        vote: ``"weighted"`` (DINO) or ``"majority"``.
         n_classes: ``C``; default ``train_y.max() + 1``.
 
     Returns:
-        :class:`KNNPrediction` with normalised class scores and predicted labels.
+        :class:`KNNPrediction` with class probabilities and predicted labels.
     """
     if temperature <= 0:
         raise InvalidArgumentError(f"temperature must be > 0; got {temperature}")
-    train_y = np.asarray(train_y, dtype=np.int64)
-    c = int(n_classes if n_classes is not None else train_y.max() + 1)
+    train_y = np.asarray(train_y)
     sims, idx = knn_search(test_x, train_x, k)
-    # Subtracting the row max before exp is exact after normalisation and cannot overflow.
-    w = np.exp((sims - sims[:, :1]) / temperature)
-    scores = np.zeros((len(sims), c), dtype=np.float64)
-    np.add.at(scores, (np.arange(len(sims))[:, None], train_y[idx]), w)
-    scores /= scores.sum(axis=1, keepdims=True)
-    return KNNPrediction(scores.astype(np.float32), scores.argmax(axis=1))
+    scores = knn_vote(
+        sims, idx, train_y, k=k, temperature=temperature, vote=vote, n_classes=n_classes
+    )
+    return KNNPrediction(scores, predicted_labels(scores, train_y.ndim == 2))
 
 
-@dataclass(frozen=True)
-class KNNResult:
-    """Accuracy of k-NN from ``train_split`` to ``test_split`` for one dataset and model."""
-
-    dataset: str
-    model: str
-    k: int
-    temperature: float
-    train_split: str
-    test_split: str
-    n_train: int
-    n_test: int
-    accuracy: float
-    balanced_accuracy: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def evaluate_knn(
-    ds: DatasetGroup,
-    model: str,
+def knn_scores_for_ks(
+    train_x: np.ndarray | Iterable[np.ndarray],
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    ks: Sequence[int] = DEFAULT_KS,
     *,
-    k: int = 20,
-    temperature: float = 0.07,
-    train_split: str = "train",
-    test_split: str = "test",
-) -> KNNResult:
-    """k-NN accuracy of ``model``'s stored embeddings (single-label datasets).
+    temperature: float = DEFAULT_TEMPERATURE,
+    vote: str = "weighted",
+    n_classes: int | None = None,
+) -> dict[int, np.ndarray]:
+    """One search with the largest k, then a vote per k: ``{k: (m, C) scores}``.
 
-    Raises:
-        ValueError: For multi-label datasets (the k-NN evaluation for them comes with the
-            evaluation suite) or a missing split.
+    A k larger than the training set uses every training sample (the key stays the k asked
+    for; callers record ``min(k, n)``).
     """
-    from sklearn.metrics import balanced_accuracy_score
-
-    if ds.task == "multilabel":
-        raise InvalidArgumentError(
-            f"{ds.name!r} is multi-label; this k-NN evaluation is single-label"
+    n = len(train_y)
+    k_max = min(max(ks), n)
+    sims, idx = knn_search(test_x, train_x, k_max, n_base=n)
+    return {
+        k: knn_vote(
+            sims, idx, train_y, k=min(k, n), temperature=temperature, vote=vote,
+            n_classes=n_classes,
         )
-    x_tr, y_tr = ds.xy(model, train_split)
-    x_te, y_te = ds.xy(model, test_split)
-    keep_tr, keep_te = y_tr >= 0, y_te >= 0  # unknown labels neither vote nor count
-    pred = knn_classify(
-        x_tr[keep_tr],
-        y_tr[keep_tr],
-        x_te[keep_te],
-        k=k,
-        temperature=temperature,
-        n_classes=len(ds.classes),
-    )
-    y = y_te[keep_te]
-    return KNNResult(
-        dataset=ds.name,
-        model=model,
-        k=k,
-        temperature=temperature,
-        train_split=train_split,
-        test_split=test_split,
-        n_train=int(keep_tr.sum()),
-        n_test=int(keep_te.sum()),
-        accuracy=float((pred.labels == y).mean()),
-        balanced_accuracy=float(balanced_accuracy_score(y, pred.labels)),
-    )
+        for k in ks
+    }
+
+
+# -- approximate search for very large stores ----------------------------------------------
+
+
+def build_ivf_index(base: np.ndarray, *, nlist: int | None = None, seed: int = 0):
+    """An IVF-Flat inner-product index over normalised ``base`` (``nlist`` ~ 4 sqrt(n)).
+
+    The coarse quantiser is trained on at most 256 points per list, drawn with ``seed``.
+    """
+    import faiss
+
+    x = l2_normalize(base)
+    nlist = int(nlist or max(1, min(len(x) // 39, round(4 * np.sqrt(len(x))))))
+    quantizer = faiss.IndexFlatIP(x.shape[1])
+    index = faiss.IndexIVFFlat(quantizer, x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    train = x[rng.choice(len(x), size=min(len(x), 256 * nlist), replace=False)]
+    index.cp.seed = seed
+    index.train(train)
+    index.add(x)
+    return index
+
+
+def ivf_search(
+    index, queries: np.ndarray, k: int, *, nprobe: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate cosine k-NN through an IVF index: ``(sims, indices)``, best first."""
+    index.nprobe = nprobe
+    return index.search(l2_normalize(queries), k)
+
+
+def recall_at_k(exact: np.ndarray, approx: np.ndarray) -> float:
+    """Mean share of each query's exact top-k found by the approximate search."""
+    hits = [len(np.intersect1d(e, a)) for e, a in zip(exact, approx, strict=True)]
+    return float(np.mean(hits) / exact.shape[1])

@@ -72,7 +72,7 @@ def test_group_help_lists_every_command() -> None:
     assert invoke("-h").output == r.output
 
 
-STORE_COMMANDS = {"extract", "info", "probe"}
+STORE_COMMANDS = {"extract", "info", "probe", "results", "compare", "neighbors"}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -161,7 +161,7 @@ def test_info_from_env_and_partial_model(store_copy: Path, images: Path) -> None
     assert rows["part"][1:4] == ["64", "5/36", "partial"]
     assert rows[MODEL][1:4] == ["64", "36/36", "complete"]
     # probe evaluates complete models only
-    r = invoke("probe", "--store", store_copy, "-k", "3", "--json")
+    r = invoke("probe", "--store", store_copy, "-k", "3", "--folds", "1", "--json")
     assert r.exit_code == 0, r.output
     assert [json.loads(line)["model"] for line in r.output.splitlines()] == [MODEL]
 
@@ -189,52 +189,46 @@ def _reference_knn_accuracy(store: Path, k: int, t: float = 0.07) -> float:
     return float((votes.argmax(axis=1) == yte).mean())
 
 
-def test_probe_table_and_json(cli_store) -> None:
-    from featlab.eval.knn import evaluate_knn
-
-    store, _ = cli_store
-    r = invoke("probe", "--store", store, "-k", "3")
+def test_probe_table_and_json(store_copy) -> None:
+    r = invoke("probe", "--store", store_copy, "-k", "3", "--folds", "1")
     assert r.exit_code == 0, r.output
-    header, row = r.output.strip().splitlines()
-    assert header.split()[:3] == ["dataset", "model", "k"]
-    assert row.split()[:5] == [DATASET, MODEL, "3", "12", "12"]
+    header, row, saved = r.output.strip().splitlines()
+    assert header.split() == ["dataset", "model", "method", "metric", "all"]
+    assert row.split()[:5] == [DATASET, MODEL, "knn", "k=3", "accuracy"]
+    assert saved.startswith("saved 1 run(s)")
 
-    r = invoke("probe", "--store", store, "-k", "3", "--json")
+    r = invoke("probe", "--store", store_copy, "-k", "3", "--folds", "1", "--json", "--no-save")
     assert r.exit_code == 0, r.output
     (line,) = r.output.strip().splitlines()
     got = json.loads(line)
-    assert (got["dataset"], got["model"], got["k"]) == (DATASET, MODEL, 3)
-    assert (got["n_train"], got["n_test"]) == (12, 12)
-    assert 0.0 <= got["accuracy"] <= 1.0
-    assert 0.0 <= got["balanced_accuracy"] <= 1.0
-    ref = evaluate_knn(open_store(store)[DATASET], MODEL, k=3)
-    assert got == ref.to_dict()
-    assert got["accuracy"] == pytest.approx(_reference_knn_accuracy(store, 3), abs=1e-12)
-    # the table prints the same number
-    assert float(row.split()[5]) == pytest.approx(got["accuracy"], abs=5e-5)
+    assert (got["dataset"], got["model"], got["method"]) == (DATASET, MODEL, "knn")
+    assert (got["plan"]["n_pool"], got["plan"]["n_test_scored"]) == (12, 12)
+    (fold,) = got["folds"]
+    assert set(fold["metrics"]) == {"accuracy", "balanced_accuracy", "auc", "macro_f1"}
+    assert fold["metrics"]["accuracy"] == pytest.approx(
+        _reference_knn_accuracy(store_copy, 3), abs=1e-12
+    )
+    (summary,) = got["summary"]
+    assert summary["mean"] == fold["metrics"]["accuracy"]
+    # the table printed the same number
+    assert float(row.split()[5]) == pytest.approx(summary["mean"], abs=5e-5)
 
 
 def test_probe_filters(cli_store) -> None:
     store, _ = cli_store
     r = invoke(
-        "probe", "--store", store, "--dataset", DATASET, "--model", MODEL, "-k", "5", "--json"
+        "probe", "--store", store, "--dataset", DATASET, "--model", MODEL, "-k", "5",
+        "--folds", "1", "--json", "--no-save",
     )
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["k"] == 5
-    # the default k = 20 exceeds the 12 training samples: the pair is skipped with the reason,
-    # and with nothing left to report the command fails cleanly
-    r = invoke("probe", "--store", store)
+    assert json.loads(r.output)["config"]["ks"] == [5]
+    # a metric that does not apply: the pair is skipped with the reason, and with nothing left
+    # to report the command fails cleanly
+    r = invoke("probe", "--store", store, "--metric", "quadratic_kappa", "--no-save")
     assert r.exit_code == 1
     assert "Traceback" not in r.output
-    assert f"skipped {DATASET} | {MODEL}: k must be in 1..12" in r.output
+    assert f"skipped {DATASET} | {MODEL}: metric 'quadratic_kappa' does not apply" in r.output
     assert "Error: nothing to evaluate" in r.output
-    # named explicitly, the same pair is an error of its own
-    r = invoke("probe", "--store", store, "--dataset", DATASET)
-    assert_clean_error(r, "k must be in 1..12", "got 20")
-    r = invoke("probe", "--store", store, "--model", "timm:test_vitt")
-    assert_clean_error(r, "no embeddings of model 'timm:test_vitt'", "Did you mean")
-    r = invoke("probe", "--store", store, "--dataset", "nope")
-    assert_clean_error(r, "dataset 'nope' is not in the store")
 
 
 def test_probe_without_models(tmp_path: Path) -> None:

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from featlab.errors import InvalidArgumentError
-from featlab.eval.knn import knn_classify, knn_search, l2_normalize
+from featlab.eval.knn import (
+    array_blocks,
+    build_ivf_index,
+    ivf_search,
+    knn_classify,
+    knn_scores_for_ks,
+    knn_search,
+    knn_vote,
+    l2_normalize,
+    recall_at_k,
+)
 
 
 def test_search_matches_brute_force_cosine():
@@ -76,3 +86,76 @@ def test_majority_limit_matches_sklearn_cosine_knn():
     # With a huge temperature every neighbour weighs the same: a plain majority vote.
     ours = knn_classify(x[:300], y[:300], x[300:], k=15, temperature=1e6)
     np.testing.assert_allclose(ours.scores, ref.predict_proba(x[300:]), atol=1e-4)
+
+
+def test_majority_vote_matches_sklearn_uniform_knn():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 500)
+    x = (rng.normal(size=(3, 12))[y] * 1.5 + rng.normal(size=(500, 12))).astype(np.float32)
+    ref = KNeighborsClassifier(n_neighbors=20, metric="cosine").fit(x[:400], y[:400])
+    ours = knn_classify(x[:400], y[:400], x[400:], k=20, vote="majority")
+    np.testing.assert_allclose(ours.scores, ref.predict_proba(x[400:]), atol=1e-6)
+
+
+def test_blocked_search_equals_one_block():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(1000, 24)).astype(np.float32)
+    q = rng.normal(size=(70, 24)).astype(np.float32)
+    whole = knn_search(q, base, k=30)
+    blocked = knn_search(q, array_blocks(base, 77), k=30, n_base=len(base))
+    np.testing.assert_allclose(blocked[0], whole[0], atol=1e-6)
+    np.testing.assert_array_equal(blocked[1], whole[1])
+
+
+def test_blocked_search_checks_k_after_the_last_block():
+    x = np.eye(4, dtype=np.float32)
+    with pytest.raises(InvalidArgumentError, match=r"k must be in 1\.\.4"):
+        knn_search(x, array_blocks(x, 2), k=5)
+
+
+def test_scores_for_several_ks_equal_separate_runs():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 300)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    both = knn_scores_for_ks(x[:250], y[:250], x[250:], (5, 20), n_classes=4)
+    for k in (5, 20):
+        ref = knn_classify(x[:250], y[:250], x[250:], k=k, n_classes=4).scores
+        np.testing.assert_allclose(both[k], ref, atol=1e-6)
+    capped = knn_scores_for_ks(x[:10], y[:10], x[250:], (200,), n_classes=4)[200]
+    np.testing.assert_allclose(capped, knn_classify(x[:10], y[:10], x[250:], k=10,
+                                                    n_classes=4).scores, atol=1e-6)
+
+
+def test_multilabel_vote_averages_known_neighbour_labels():
+    sims = np.array([[0.9, 0.8, 0.7]], np.float32)
+    idx = np.array([[0, 1, 2]])
+    train_y = np.array([[1, 0], [0, -1], [1, -1], [0, 1]], np.int8)
+    got = knn_vote(sims, idx, train_y, k=3, vote="majority")
+    # Label 0: known for all three -> (1 + 0 + 1) / 3; label 1: only neighbour 0 is known -> 0.
+    np.testing.assert_allclose(got, [[2 / 3, 0.0]], atol=1e-6)
+    w = np.exp((sims[0] - 0.9) / 0.07)
+    got_w = knn_vote(sims, idx, train_y, k=3)
+    np.testing.assert_allclose(got_w[0, 0], (w[0] + w[2]) / w.sum(), rtol=1e-5)
+    # No neighbour knows label 1: the training prevalence of label 1 (1 of 2 known).
+    none_known = knn_vote(sims[:, 1:], idx[:, 1:], train_y, k=2, vote="majority")
+    np.testing.assert_allclose(none_known[0, 1], 0.5)
+
+
+def test_ivf_with_every_list_probed_is_exact():
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(2000, 16)).astype(np.float32)
+    q = rng.normal(size=(40, 16)).astype(np.float32)
+    index = build_ivf_index(base, nlist=8, seed=0)
+    _, approx = ivf_search(index, q, 10, nprobe=8)
+    _, exact = knn_search(q, base, 10)
+    assert recall_at_k(exact, approx) > 0.99
+    _, rough = ivf_search(index, q, 10, nprobe=1)
+    assert recall_at_k(exact, rough) < 1.0
+
+
+def test_recall_at_k_by_hand():
+    exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    approx = np.array([[4, 3, 9, 9], [5, 6, 7, 8]])
+    assert recall_at_k(exact, approx) == pytest.approx((2 / 4 + 1) / 2)

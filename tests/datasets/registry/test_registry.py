@@ -194,7 +194,8 @@ def test_sized_dataset_defaults_to_its_first_size(sized) -> None:
     table = load_registered("toymnist", data_root=root)
     load_registered("toymnist@64", data_root=root)
     assert calls == [(root, {"size": 28}), (root, {"size": 64})]
-    assert table.attrs == {"size": "28"}
+    # the dataset's default metric is recorded with it (binary toy: AUC)
+    assert table.attrs == {"size": "28", "metric": "auc"}
 
 
 def test_size_not_offered(sized) -> None:

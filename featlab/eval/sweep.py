@@ -1,0 +1,78 @@
+"""Evaluate many models of many datasets on shared low-shot folds, saving every run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from featlab.errors import FeatlabError
+from featlab.eval.protocol import ProbeConfig, ProbeRun, plan_for, run_probe
+
+if TYPE_CHECKING:
+    from featlab.store import FeatureStore
+
+
+@dataclass
+class SweepResult:
+    """Runs evaluated (saved when asked) and the dataset/model pairs skipped, with reasons."""
+
+    runs: list[ProbeRun] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # dataset, model, reason
+
+
+def evaluate_store(
+    store: FeatureStore,
+    config: ProbeConfig,
+    *,
+    datasets: Sequence[str] = (),
+    models: Sequence[str] = (),
+    save: bool = True,
+    on_run: Callable[[ProbeRun], None] | None = None,
+) -> SweepResult:
+    """Run ``config`` for every (named) dataset x complete model of ``store``.
+
+    The low-shot plan is drawn once per dataset and shared by all its models, so their runs are
+    paired. A pair that was not named and cannot be evaluated (e.g. no test split, a metric
+    that does not apply) is skipped with its reason; one named explicitly raises.
+
+    Args:
+        store: An open store (mode ``"a"`` when ``save``).
+        config: The evaluation.
+        datasets, models: Restrict to these names (default: everything complete).
+        save: Save each run under ``<dataset>/results/``.
+        on_run: Called after each run (e.g. to print progress).
+
+    Raises:
+        FeatlabError: A named dataset or model cannot be evaluated.
+    """
+    from featlab.eval.results import save_run
+
+    out = SweepResult()
+    named = bool(datasets or models)
+    for name in datasets or store.datasets:
+        ds = store[name]
+        chosen = list(models) if models else list(ds.models)
+        if models and not datasets:
+            chosen = [m for m in chosen if m in ds.all_models()]
+        try:
+            plan = plan_for(ds, config)
+        except FeatlabError as err:
+            if named:
+                raise
+            out.skipped.extend((name, m, str(err)) for m in chosen)
+            continue
+        for model in chosen:
+            try:
+                run = run_probe(ds, model, config, plan=plan)
+            except FeatlabError as err:
+                if named:
+                    raise
+                out.skipped.append((name, model, str(err)))
+                continue
+            if save:
+                save_run(ds, run)
+            out.runs.append(run)
+            if on_run:
+                on_run(run)
+    return out
