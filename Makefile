@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # Main job on the embedded default: extract a small timm model (random init, no download)
-# over scikit-learn's bundled digits into featlab.zarr, then kNN-evaluate from the store.
+# over scikit-learn's bundled digits into featlab.zarr, then kNN-evaluate from the store on
+# class-balanced low-shot folds (the run is saved in the store: `featlab results`).
 demo: $(STAMP)
 	$(BIN)/featlab extract --model timm:mobilenetv3_small_100 --random-init digits --store featlab.zarr
-	$(BIN)/featlab probe --method knn --store featlab.zarr
+	$(BIN)/featlab probe --method knn --shots 50,200,all --folds 5 --store featlab.zarr
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -260,7 +260,7 @@ class _ModelData:
         return self.ds._values(self.model, self.val) if len(self.val) else None
 
     def train_blocks(self, rows: np.ndarray) -> Iterator[np.ndarray]:
-        """Training embeddings in blocks of ~64 MiB, read from the store one at a time."""
+        """Training embeddings in blocks of ~128 MiB, read from the store one at a time."""
         step = block_rows_for(self.dim)
         for lo in range(0, len(rows), step):
             yield self.ds._values(self.model, rows[lo : lo + step])

@@ -156,3 +156,16 @@ def test_compare_refuses_unpaired_runs(synthetic_store):
         compare_runs(a, b)
     with pytest.raises(InvalidArgumentError, match="DeLong"):
         compare_runs(a, a, test="delong")  # multiclass accuracy
+
+
+def test_linear_probe_through_the_protocol(synthetic_store):
+    ds = open_store(synthetic_store(n=300, models={"good": 3.0, "noise": 0.0}), mode="r")["toy"]
+    config = ProbeConfig(method="linear", sizes=parse_sizes("30,all"), folds=2, seed=4)
+    good, noise = run_probe(ds, "good", config), run_probe(ds, "noise", config)
+    by_size = {r.size: r for r in good.summary}
+    assert by_size["all"].mean > 0.95
+    assert abs(noise.summary_for("linear")[-1].mean - 1 / 3) < 0.15
+    # The probe is seeded per fold: the two folds of "all" train the same rows differently.
+    infos = [f.info for f in good.folds if f.size == "all"]
+    assert all("best_epoch" in i and "same_rows_as" not in i for i in infos)
+    assert 30 <= infos[0]["n_epochs"] <= 50
