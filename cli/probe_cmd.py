@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -122,6 +123,7 @@ def probe_cmd(
         click.echo(format_csv(records), nl=False)
     else:
         click.echo(format_table(summary_table(records)))
+        sys.stdout.flush()  # the note below goes to stderr: keep it after the table
         if not no_save:
             click.echo(f"saved {len(records)} run(s) in {store.path}; `featlab results` lists "
                        "them", err=True)
