@@ -59,6 +59,8 @@ def parse_ks(value: str) -> tuple[int, ...]:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the folds, probes and bootstrap.")
 @click.option("--device", default="cpu", show_default=True, help="Device of the linear probe.")
+@click.option("--no-standardize", is_flag=True, help="Probes: do not standardise features with "
+              "the training subset's mean/std (the DVME paper's probe literally).")
 @click.option("--no-save", is_flag=True, help="Do not save the runs in the store.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per run.")
@@ -78,6 +80,7 @@ def probe_cmd(
     bootstrap: int,
     seed: int,
     device: str,
+    no_standardize: bool,
     no_save: bool,
     store_path: Path | None,
     as_json: bool,
@@ -101,7 +104,7 @@ def probe_cmd(
     config = ProbeConfig(
         method=method, sizes=parse_sizes(shots, fractions), folds=folds, seed=seed,
         ks=parse_ks(ks), temperature=temperature, vote=vote, index=index, metric=metric,
-        bootstrap=bootstrap, device=device,
+        bootstrap=bootstrap, device=device, standardize=not no_standardize,
     )
     store = open_store(store_path, mode="r" if no_save else "a")
     result = evaluate_store(

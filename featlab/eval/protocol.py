@@ -51,6 +51,11 @@ class ProbeConfig:
     metric: str | None = None
     bootstrap: int = 0
     device: str = "cpu"
+    # Probes standardise features with the training subset's mean/std. The DVME paper's probe
+    # does not; its ResNet/ViT features have O(1) scale, but features of small scale (e.g.
+    # std 1e-3, seen from random-init CNNs) need weights ~1e3 that Adam at lr 1e-3 cannot reach
+    # in 50 epochs, leaving the probe at chance. ``standardize=False`` is the paper literally.
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -71,6 +76,8 @@ class ProbeConfig:
         if self.method != "knn":
             for key in ("ks", "temperature", "vote", "index", "nprobe"):
                 d.pop(key)
+        else:
+            d.pop("standardize")
         return d
 
 
@@ -348,10 +355,12 @@ def _make_probe(config: ProbeConfig, fold: int, scoring):
     if config.method == "linear":
         from featlab.eval.linear_probe import LinearProbe
 
-        return LinearProbe(scoring=scoring, seed=seed, device=config.device)
+        return LinearProbe(
+            scoring=scoring, seed=seed, device=config.device, standardize=config.standardize
+        )
     from featlab.eval.logreg import LogisticProbe
 
-    return LogisticProbe(scoring=scoring, seed=seed)
+    return LogisticProbe(scoring=scoring, seed=seed, standardize=config.standardize)
 
 
 def _full_columns(proba: np.ndarray, probe: Any, n_classes: int) -> np.ndarray:

@@ -169,3 +169,15 @@ def test_linear_probe_through_the_protocol(synthetic_store):
     infos = [f.info for f in good.folds if f.size == "all"]
     assert all("best_epoch" in i and "same_rows_as" not in i for i in infos)
     assert 30 <= infos[0]["n_epochs"] <= 50
+
+
+def test_linear_probe_learns_small_scale_features(synthetic_store, embedding_writer):
+    # Random-init CNN features can have std ~1e-3: unstandardised, Adam at lr 1e-3 cannot grow
+    # the weights enough in 50 epochs and the paper's probe stays at chance.
+    synthetic_embeddings, write_embeddings = embedding_writer
+    ds = open_store(synthetic_store(n=300, models={}), mode="a")["toy"]
+    write_embeddings(ds, "tiny", synthetic_embeddings(ds.labels, 16, 3.0, 1) * 1e-3)
+    config = ProbeConfig(method="linear", folds=1, seed=0)
+    assert run_probe(ds, "tiny", config).summary[0].mean > 0.9
+    literal = ProbeConfig(method="linear", folds=1, seed=0, standardize=False)
+    assert run_probe(ds, "tiny", literal).summary[0].mean < 0.6
