@@ -21,7 +21,7 @@ def _size(n: int) -> str:
 @store_option
 def info_cmd(store_path: Path | None) -> None:
     """Show the store's datasets and models: dims, completeness, size on disk."""
-    from featlab.store import open_store
+    from featlab.store import _results, open_store
 
     store = open_store(store_path, mode="r")
     click.echo(f"store {store.path} ({_size(store.size_bytes())})")
@@ -30,6 +30,9 @@ def info_cmd(store_path: Path | None) -> None:
         ds = store[name]
         splits = ", ".join(f"{k} {v}" for k, v in ds.spec["split_counts"].items())
         click.echo(f"\n{name}: {ds.n} samples ({splits}), {ds.task}, {len(ds.classes)} classes")
+        runs = len(_results.run_ids(ds))
+        if runs:
+            click.echo(f"  {runs} saved evaluation run(s): featlab results --dataset {name}")
         models = [r for r in rows if r["dataset"] == name]
         if not models:
             click.echo("  no models yet")
