@@ -78,7 +78,7 @@ def test_results_list_and_reprint(store):
     assert r.exit_code == 0, r.output
     assert r.output.startswith(f"{run_id}  toy | good | knn")
     assert "k=5" in r.output
-    assert "1 saved evaluation run(s)" in invoke("info", "--store", store).output
+    assert "2 saved evaluation run(s)" in invoke("info", "--store", store).output  # good, weak
     r = invoke("results", "--store", store, "--model", "nothing")
     assert r.exit_code == 1
     assert "no saved runs" in r.output
