@@ -18,6 +18,8 @@ from featlab.cli._common import store_option
 @click.option("--method", default=None, help="With model names: the method of the runs.")
 @click.option("--metric", default=None, help="Metric to compare [default: the runs' headline].")
 @click.option("--variant", default=None, help="Variant of both runs, e.g. k=200 [default: first].")
+@click.option("--variant-a", default=None, help="Variant of A only (e.g. k=200 against logreg).")
+@click.option("--variant-b", default=None, help="Variant of B only.")
 @click.option("--test", "test", type=click.Choice(["bootstrap", "delong"]), default="bootstrap",
               show_default=True, help="Paired bootstrap, or DeLong's test (binary AUC).")
 @click.option("--n-boot", type=click.IntRange(min=100), default=1000, show_default=True,
@@ -32,6 +34,8 @@ def compare_cmd(
     method: str | None,
     metric: str | None,
     variant: str | None,
+    variant_a: str | None,
+    variant_b: str | None,
     test: str,
     n_boot: int,
     seed: int,
@@ -48,10 +52,16 @@ def compare_cmd(
     store = open_store(store_path, mode="r")
     if dataset:
         run_a, run_b = (latest_run(store, dataset, m, method) for m in (a, b))
+        if not method and run_a.config.method != run_b.config.method:
+            raise click.UsageError(
+                f"the latest runs are {run_a.config.method} ({a}) and {run_b.config.method} "
+                f"({b}); give --method, or compare run ids"
+            )
     else:
         run_a, run_b = load_run(store, a), load_run(store, b)
     rows = compare_runs(
-        run_a, run_b, metric=metric, variant_a=variant, variant_b=variant, test=test,
+        run_a, run_b, metric=metric, variant_a=variant_a or variant,
+        variant_b=variant_b or variant, test=test,
         n_boot=n_boot, seed=seed,
     )
     if as_json:

@@ -95,7 +95,7 @@ def probe_cmd(
     """
     from featlab.eval.lowshot import parse_sizes
     from featlab.eval.protocol import ProbeConfig
-    from featlab.eval.results import format_csv, format_table, summary_table
+    from featlab.eval.results import format_csv, format_table, json_safe, summary_table
     from featlab.eval.sweep import evaluate_store
     from featlab.store import open_store
 
@@ -121,7 +121,7 @@ def probe_cmd(
     records = [r.to_dict() for r in result.runs]
     if as_json:
         for rec in records:
-            click.echo(json.dumps(rec))
+            click.echo(json.dumps(json_safe(rec)))
     elif as_csv:
         click.echo(format_csv(records), nl=False)
     else:

@@ -32,6 +32,7 @@ def results_cmd(
     from featlab.eval.results import (
         format_csv,
         format_table,
+        json_safe,
         list_runs,
         load_run,
         summary_table,
@@ -49,7 +50,7 @@ def results_cmd(
             )
     if as_json:
         for rec in records:
-            click.echo(json.dumps(rec))
+            click.echo(json.dumps(json_safe(rec)))
     elif as_csv:
         click.echo(format_csv(records), nl=False)
     elif run_ids:

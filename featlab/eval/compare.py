@@ -1,9 +1,9 @@
 """Paired comparison of two saved runs on the same test samples and the same folds.
 
-Two runs pair when they scored the same test rows and trained on draws of the same low-shot
-plan (equal plan fingerprints): the models then differ in nothing but their embeddings, and
-resampling the test set jointly for both (paired bootstrap) or DeLong's test for correlated
-ROC curves (binary AUC) gives a p-value for the difference.
+Two runs pair on a training size when they scored the same test rows and trained on the same
+rows in every fold of that size (same --folds and --seed): the models then differ in nothing but
+their embeddings, and resampling the test set jointly for both (paired bootstrap) or DeLong's
+test for correlated ROC curves (binary AUC) gives a p-value for the difference.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ def variants_of(run: ProbeRun) -> list[str]:
 
 
 def check_paired(a: ProbeRun, b: ProbeRun) -> None:
-    """Raise unless ``a`` and ``b`` scored the same test rows on the same folds.
+    """Raise unless ``a`` and ``b`` scored the same test rows (draws are checked per size).
 
     Raises:
-        InvalidArgumentError: Different datasets, test rows or low-shot plans.
+        InvalidArgumentError: Different datasets or test rows.
     """
     if a.dataset != b.dataset:
         raise InvalidArgumentError(
@@ -60,12 +60,18 @@ def check_paired(a: ProbeRun, b: ProbeRun) -> None:
             f"{a.run_id} and {b.run_id} scored different test rows ({len(a.test_rows)} vs "
             f"{len(b.test_rows)}; e.g. images skipped as bad by one model); not paired"
         )
-    fa, fb = a.plan.get("fingerprint"), b.plan.get("fingerprint")
-    if fa != fb:
-        raise InvalidArgumentError(
-            f"{a.run_id} and {b.run_id} trained on different low-shot draws (plan {fa} vs "
-            f"{fb}); rerun `featlab probe` with the same --shots/--fractions, --folds and --seed"
-        )
+
+
+def _check_same_draws(a: ProbeRun, b: ProbeRun, size: str, folds: list[int]) -> None:
+    """Raise unless both runs trained on the same rows in every fold of ``size``."""
+    for k in folds:
+        key = f"{size}/{k}"
+        if key not in b.train_rows or not np.array_equal(a.train_rows[key], b.train_rows[key]):
+            raise InvalidArgumentError(
+                f"{a.run_id} and {b.run_id} trained on different rows for size {size}, fold "
+                f"{k}; rerun `featlab probe` for both with the same --shots/--fractions, "
+                "--folds and --seed"
+            )
 
 
 def compare_runs(
@@ -112,6 +118,7 @@ def compare_runs(
     out: list[Comparison] = []
     for size in dict.fromkeys(f.size for f in a.folds if f.size in sizes_b):
         folds = sorted({f.fold for f in a.folds if f.size == size})
+        _check_same_draws(a, b, size, folds)
         sa = [a.test_scores[f"{va}|{size}/{k}"] for k in folds]
         sb = [b.test_scores[f"{vb}|{size}/{k}"] for k in folds]
         y = a.test_labels

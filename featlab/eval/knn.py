@@ -210,6 +210,9 @@ def knn_vote(
             w = np.exp((sb - sb[:, :1]) / temperature, dtype=np.float64)
         else:
             w = np.ones(sb.shape, dtype=np.float64)
+        missing = ib < 0  # an approximate (IVF) search may return fewer than k neighbours
+        if missing.any():
+            w[missing], ib = 0.0, np.where(missing, 0, ib)
         if multilabel:
             out[lo : lo + VOTE_BLOCK] = _multilabel_vote(w, train_y[ib], prior)
         else:

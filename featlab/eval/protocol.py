@@ -72,6 +72,7 @@ class ProbeConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["sizes"] = [s.label for s in self.sizes]
+        d["size_specs"] = [{"kind": s.kind, "value": s.value} for s in self.sizes]  # exact
         d["ks"] = list(self.ks)
         if self.method != "knn":
             for key in ("ks", "temperature", "vote", "index", "nprobe"):
@@ -332,20 +333,45 @@ def _linear(
 
     x, y = data.train_matrix(train), data.labels[train]
     n_classes = data.n_classes
+    # The probe's columns are the classes of the draw (sorted), also while it is being fitted.
+    classes = None if y.ndim == 2 else np.unique(y)
 
     def scoring(y_true: np.ndarray, proba: np.ndarray) -> float:
-        return score_metric(metric, y_true, _full_columns(proba, probe, n_classes), task)
+        return score_metric(metric, y_true, _full_columns(proba, classes, n_classes), task)
 
     probe = _make_probe(config, fold, scoring)
-    eval_set = (data.x_val, data.y_val) if data.x_val is not None else None
+    eval_set, dropped = _val_for(data, y)
     probe.fit(x, y, eval_set=eval_set)
-    scores = _full_columns(probe.predict_proba(data.x_test), probe, n_classes)
-    info: dict[str, Any] = {}
+    if classes is not None and not np.array_equal(probe.classes_, classes):
+        raise InvalidArgumentError(f"probe classes {probe.classes_} differ from {classes}")
+    scores = _full_columns(probe.predict_proba(data.x_test), classes, n_classes)
+    info: dict[str, Any] = {"n_val_dropped": dropped} if dropped else {}
     for attr in ("C_", "best_epoch_", "n_epochs_", "best_score_"):
         value = getattr(probe, attr, None)
         if value is not None:
             info[attr.rstrip("_")] = value.item() if hasattr(value, "item") else value
     return {config.method: scores.astype(np.float32)}, info
+
+
+def _val_for(
+    data: _ModelData, y_train: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, int]:
+    """``(eval_set, n dropped)``: val rows of classes absent from a tiny draw are left out.
+
+    A draw of fewer shots than classes (or a class emptied by bad images) cannot predict the
+    missing classes; selection then scores the classes it was trained on. The count is
+    recorded with the fold.
+    """
+    if data.x_val is None:
+        return None, 0
+    if data.y_val.ndim == 2:
+        return (data.x_val, data.y_val), 0
+    keep = np.isin(data.y_val, np.unique(y_train))
+    if keep.all():
+        return (data.x_val, data.y_val), 0
+    if not keep.any():
+        return None, len(keep)
+    return (data.x_val[keep], data.y_val[keep]), int((~keep).sum())
 
 
 def _make_probe(config: ProbeConfig, fold: int, scoring):
@@ -363,10 +389,9 @@ def _make_probe(config: ProbeConfig, fold: int, scoring):
     return LogisticProbe(scoring=scoring, seed=seed, standardize=config.standardize)
 
 
-def _full_columns(proba: np.ndarray, probe: Any, n_classes: int) -> np.ndarray:
+def _full_columns(proba: np.ndarray, classes: np.ndarray | None, n_classes: int) -> np.ndarray:
     """Single-label probabilities over all ``n_classes`` (a class absent in training gets 0)."""
-    classes = getattr(probe, "classes_", None)
-    if proba.ndim != 2 or classes is None or np.ndim(classes) != 1 or proba.shape[1] == n_classes:
+    if classes is None or proba.shape[1] == n_classes:
         return proba
     out = np.zeros((len(proba), n_classes), dtype=proba.dtype)
     out[:, np.asarray(classes, dtype=np.int64)] = proba

@@ -95,7 +95,10 @@ def config_from_dict(d: dict[str, Any]) -> ProbeConfig:
     """Rebuild a :class:`ProbeConfig` from its ``to_dict()`` form."""
     known = {f.name for f in fields(ProbeConfig)}
     kwargs = {k: v for k, v in d.items() if k in known}
-    kwargs["sizes"] = tuple(_size_from_label(s) for s in d.get("sizes", ["all"]))
+    if "size_specs" in d:
+        kwargs["sizes"] = tuple(TrainingSize(x["kind"], x["value"]) for x in d["size_specs"])
+    else:
+        kwargs["sizes"] = tuple(_size_from_label(s) for s in d.get("sizes", ["all"]))
     if "ks" in kwargs:
         kwargs["ks"] = tuple(kwargs["ks"])
     return ProbeConfig(**kwargs)
@@ -149,6 +152,18 @@ def latest_run(
 
 
 # -- printing ---------------------------------------------------------------------------------
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with NaN/inf floats as ``None`` (JSON has no NaN; an undefined metric is null)."""
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    return x
+
 
 
 def summary_table(records: list[dict[str, Any]]) -> list[dict[str, str]]:

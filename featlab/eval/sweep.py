@@ -33,8 +33,9 @@ def evaluate_store(
     """Run ``config`` for every (named) dataset x complete model of ``store``.
 
     The low-shot plan is drawn once per dataset and shared by all its models, so their runs are
-    paired. A pair that was not named and cannot be evaluated (e.g. no test split, a metric
-    that does not apply) is skipped with its reason; one named explicitly raises.
+    paired. A pair that cannot be evaluated (e.g. no test split, a metric that does not apply)
+    is skipped with its reason, unless its dataset was named, which raises. Models named
+    without datasets are evaluated wherever they were extracted.
 
     Args:
         store: An open store (mode ``"a"`` when ``save``).
@@ -44,21 +45,25 @@ def evaluate_store(
         on_run: Called after each run (e.g. to print progress).
 
     Raises:
-        FeatlabError: A named dataset or model cannot be evaluated.
+        FeatlabError: A pair of a named dataset cannot be evaluated.
+        UnknownModelError: No dataset holds any of the named models.
     """
     from featlab.eval.results import save_run
 
     out = SweepResult()
-    named = bool(datasets or models)
     for name in datasets or store.datasets:
         ds = store[name]
         chosen = list(models) if models else list(ds.models)
         if models and not datasets:
-            chosen = [m for m in chosen if m in ds.all_models()]
+            chosen = [m for m in chosen if m in ds.all_models()]  # only where it was extracted
+        if not chosen:
+            continue
+        # Only a dataset named with --dataset must evaluate; others are skipped with the reason.
+        strict = bool(datasets)
         try:
             plan = plan_for(ds, config)
         except FeatlabError as err:
-            if named:
+            if strict:
                 raise
             out.skipped.extend((name, m, str(err)) for m in chosen)
             continue
@@ -66,7 +71,7 @@ def evaluate_store(
             try:
                 run = run_probe(ds, model, config, plan=plan)
             except FeatlabError as err:
-                if named:
+                if strict:
                     raise
                 out.skipped.append((name, model, str(err)))
                 continue
@@ -75,4 +80,11 @@ def evaluate_store(
             out.runs.append(run)
             if on_run:
                 on_run(run)
+    if models and not out.runs and not out.skipped:
+        from featlab.errors import UnknownModelError
+
+        raise UnknownModelError(
+            f"no dataset in {store.path} has embeddings of {list(models)}; `featlab info` lists "
+            "what is stored"
+        )
     return out

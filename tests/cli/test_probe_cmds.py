@@ -102,3 +102,17 @@ def test_compare_by_model_names_and_run_ids(store):
     assert r.exit_code == 0, r.output
     assert "DeLong" in r.output
     assert r.output.count("\n30 ") == 2
+
+
+def test_compare_across_methods_needs_their_variants(store):
+    for method in ("knn", "logreg"):
+        r = invoke("probe", "--store", store, "--model", "good", "--method", method,
+                   "--shots", "30", "--folds", "2", "-k", "10")
+        assert r.exit_code == 0, r.output
+    knn_id, logreg_id = (x["run_id"] for x in list_runs(open_store(store)))
+    r = invoke("compare", "--store", store, logreg_id, knn_id, "--variant-b", "k=10",
+               "--n-boot", "100", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["size"] == "30"
+    r = invoke("compare", "--store", store, "--dataset", "toy", "good", "weak")
+    assert r.exit_code != 0  # weak has no saved run

@@ -148,12 +148,15 @@ def test_compare_paired_runs(synthetic_store):
     assert all(r.p_value < 0.05 for r in delong)
 
 
-def test_compare_refuses_unpaired_runs(synthetic_store):
+def test_compare_refuses_unpaired_runs_and_pairs_shared_sizes(synthetic_store):
     ds = open_store(synthetic_store(), mode="r")["toy"]
-    a = run_probe(ds, "good", _knn(sizes=parse_sizes("30"), folds=2, seed=1))
+    a = run_probe(ds, "good", _knn(sizes=parse_sizes("30,all"), folds=2, seed=1))
     b = run_probe(ds, "noise", _knn(sizes=parse_sizes("30"), folds=2, seed=2))
-    with pytest.raises(InvalidArgumentError, match="different low-shot draws"):
+    with pytest.raises(InvalidArgumentError, match="different rows for size 30"):
         compare_runs(a, b)
+    # Only the sizes both runs have are compared, and "all" is the same draw for any seed.
+    c = run_probe(ds, "noise", _knn(sizes=parse_sizes("all"), folds=2, seed=2))
+    assert [r.size for r in compare_runs(a, c, n_boot=100)] == ["all"]
     with pytest.raises(InvalidArgumentError, match="DeLong"):
         compare_runs(a, a, test="delong")  # multiclass accuracy
 
@@ -181,3 +184,50 @@ def test_linear_probe_learns_small_scale_features(synthetic_store, embedding_wri
     assert run_probe(ds, "tiny", config).summary[0].mean > 0.9
     literal = ProbeConfig(method="linear", folds=1, seed=0, standardize=False)
     assert run_probe(ds, "tiny", literal).summary[0].mean < 0.6
+
+
+def test_fraction_sizes_survive_save_and_load(synthetic_store):
+    store = open_store(synthetic_store(), mode="a")
+    config = _knn(sizes=parse_sizes(fractions="0.007,0.1"), folds=1)
+    run = run_probe(store["toy"], "good", config)
+    assert load_run(store, save_run(store["toy"], run)).config == config
+
+
+def test_probe_trains_when_a_draw_misses_a_class(synthetic_store):
+    # 2 shots of 3 classes: the probe cannot predict the third; its val rows are left out of
+    # model selection (and counted) instead of failing the run.
+    ds = open_store(synthetic_store(), mode="r")["toy"]
+    run = run_probe(ds, "good", ProbeConfig(method="logreg", sizes=parse_sizes("2"), folds=2))
+    assert all(f.info["n_val_dropped"] > 0 for f in run.folds)
+    assert run.test_scores["logreg|2/0"].shape[1] == 3
+
+
+def test_sweep_named_model_skips_datasets_without_it(synthetic_store, embedding_writer):
+    from featlab.datasets import SampleTable
+    from featlab.errors import UnknownModelError
+    from featlab.eval.sweep import evaluate_store
+
+    store = open_store(synthetic_store(), mode="a")
+    # A second dataset that cannot be planned (no test split) and has no "good" model.
+    n = 40
+    other = store.add_dataset(SampleTable(
+        name="unlabelled", ids=[f"u{i}" for i in range(n)], labels=np.full(n, -1, np.int32),
+        splits=np.array([""] * n, dtype=object), sources=[""] * n, classes=("a", "b"),
+        task="binary", attrs={},
+    ))
+    embedding_writer[1](other, "x", np.ones((n, 4), np.float32))
+    result = evaluate_store(store, _knn(folds=1), models=["good"], save=False)
+    assert [(r.dataset, r.model) for r in result.runs] == [("toy", "good")]
+    assert result.skipped == []
+    with pytest.raises(UnknownModelError):
+        evaluate_store(store, _knn(folds=1), models=["nope"], save=False)
+
+
+def test_majority_vote_ignores_missing_ivf_neighbours():
+    from featlab.eval.knn import knn_vote
+
+    sims = np.array([[0.9, 0.8, -3.4e38]], np.float32)
+    idx = np.array([[0, 1, -1]])
+    y = np.array([1, 1, 0])
+    np.testing.assert_allclose(knn_vote(sims, idx, y, k=3, vote="majority", n_classes=2),
+                               [[0.0, 1.0]])
