@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -97,6 +98,7 @@ def neighbors_cmd(
     The search index is saved in the store when it is writable, and rebuilt only when the
     embeddings change.
     """
+    from featlab.errors import StoreReadOnlyError
     from featlab.store import default_store_path, open_store
 
     if bool(ids) == bool(images):
@@ -107,7 +109,8 @@ def neighbors_cmd(
     store = open_store(path, mode="r")
     if os.access(store.path / dataset, os.W_OK):
         # Writable: reopen so a built index is saved for the next query; else search in memory.
-        store = open_store(path, mode="a")
+        with contextlib.suppress(StoreReadOnlyError):
+            store = open_store(path, mode="a")
     result = store[dataset].neighbors(
         model,
         ids=list(ids) if ids else None,

@@ -72,6 +72,7 @@ _FINGERPRINT_ATTRS = (
     "embedding",
     "view",
     "created",
+    "generation",
     "complete",
     "n_bad",
 )
@@ -638,7 +639,8 @@ def open_index(
     values = _values(ds, model)
     d = int(values.shape[1])
     resolved = params.resolved(len(rows))
-    key = index_key(model, split)
+    # Flat and IVF indexes of one model live side by side (switching does not rebuild).
+    key = index_key(model, split) + ("" if params.kind == "flat" else f"#{params.kind}")
     fingerprint = embeddings_fingerprint(ds, model, split, masks=(written, bad))
     cache_key = (str(ds.store.path.resolve()), ds.name, key)
     with _CACHE_LOCK:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -334,6 +335,13 @@ class DatasetGroup:
     def _model_group(self, model: str) -> zarr.Group:
         key = L.model_key(model)
         emb = self._emb()
+        if key in set(_group_keys(emb)):
+            stored = emb[key].attrs.get("name")
+            if stored is not None and stored != model:  # 'a:b' and 'a~b' share the key 'a~b'
+                raise UnknownModelError(
+                    f"no embeddings of model {model!r} for dataset {self.name!r}: its store key "
+                    f"{key!r} holds {stored!r}; use that name"
+                )
         if key not in set(_group_keys(emb)) or "values" not in set(emb[key].array_keys()):
             known = self.all_models()
             close = difflib.get_close_matches(model, known, n=3)
@@ -527,6 +535,9 @@ class DatasetGroup:
                     "complete": False,
                     "featlab_version": __version__,
                     "created": _now(),
+                    # Changes on every (re)creation, even two within one second: what index
+                    # fingerprints rely on to notice re-extracted embeddings.
+                    "generation": time.time_ns(),
                 }
             )
             g.create_array(

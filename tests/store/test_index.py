@@ -322,13 +322,13 @@ def test_index_params_validation_and_default_nlist() -> None:
         fi.IndexParams(kind="ivf", nlist=11).resolved(10)
 
 
-def test_index_kind_change_rebuilds(ds) -> None:
+def test_flat_and_ivf_indexes_live_side_by_side(ds) -> None:
     fi.open_index(ds, MODEL)
     fi.clear_index_cache()
     ivf = fi.open_index(ds, MODEL, params=fi.IndexParams(kind="ivf", nlist=1))
     assert (ivf.status, ivf.params["type"]) == ("built", "ivf")
     fi.clear_index_cache()
-    assert fi.open_index(ds, MODEL).status == "built"  # the flat one was replaced
+    assert fi.open_index(ds, MODEL).status == "loaded"  # switching back does not rebuild
 
 
 def test_unwritable_directory_never_fails(ds, monkeypatch) -> None:
@@ -341,3 +341,30 @@ def test_unwritable_directory_never_fails(ds, monkeypatch) -> None:
     assert stored.status == "built, not persisted (write failed: PermissionError)"
     assert stored.index.ntotal == N
     assert os.path.isdir(ds.store.path / "syn")
+
+
+def test_same_second_overwrite_changing_unsampled_rows_rebuilds(tmp_path: Path, monkeypatch):
+    # `created` has one-second resolution and only 64 rows are sampled: the writer's
+    # generation stamp is what tells the fingerprint the embeddings were rewritten.
+    from featlab.store import _store
+
+    monkeypatch.setattr(_store, "_now", lambda: "2026-11-22T00:00:00+00:00")  # one second
+    values = _values(seed=1, n=600)
+    ds = _write(tmp_path / "g.zarr", values)
+    before = fi.embeddings_fingerprint(ds, MODEL)
+    changed = values.copy()
+    sampled = set(fi.sample_rows(600).tolist())
+    rows = [r for r in range(600) if r not in sampled][:50]
+    changed[rows] = _values(seed=2, n=600)[rows]
+    ds = _write(tmp_path / "g.zarr", changed, overwrite=True)
+    assert fi.embeddings_fingerprint(ds, MODEL) != before
+
+
+def test_colliding_model_keys_are_not_confused(tmp_path: Path):
+    from featlab.errors import UnknownModelError
+
+    ds = _write(tmp_path / "c.zarr", _values())
+    twin = MODEL.replace(":", "~")  # same store key as MODEL
+    assert L.model_key(twin) == KEY
+    with pytest.raises(UnknownModelError, match=f"holds {MODEL!r}"):
+        ds.neighbors(twin, vectors=_values()[:1], k=3)
