@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featlab._vectors import l2_normalize, normalize_rows_in_place
 from featlab.errors import InvalidArgumentError
 
 DEFAULT_KS = (20, 200)
@@ -44,21 +45,6 @@ class KNNPrediction:
 
     scores: np.ndarray
     labels: np.ndarray
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, as C-contiguous float32 (zero rows stay zero)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.finfo(np.float32).tiny)
-
-
-def _normalize_in_place(x: np.ndarray) -> np.ndarray:
-    """``l2_normalize`` without a copy when ``x`` is already writeable C-contiguous float32."""
-    if x.dtype != np.float32 or not x.flags.c_contiguous or not x.flags.writeable:
-        return l2_normalize(x)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.finfo(np.float32).tiny)
-    return x
 
 
 def block_rows_for(dim: int) -> int:
@@ -117,7 +103,7 @@ def knn_search(
                 f"queries have {q.shape[1]} features, the base {block.shape[1]}; "
                 "both must come from the same model"
             )
-        b = torch.from_numpy(_normalize_in_place(block) if owned else l2_normalize(block))
+        b = torch.from_numpy(normalize_rows_in_place(block) if owned else l2_normalize(block))
         for lo in range(0, len(b), TILE_ROWS):
             rows = b[lo : lo + TILE_ROWS]
             ids = np.arange(offset + lo, offset + lo + len(rows), dtype=np.int64)
@@ -268,6 +254,31 @@ def knn_classify(
     return KNNPrediction(scores, predicted_labels(scores, train_y.ndim == 2))
 
 
+def votes_for_ks(
+    sims: np.ndarray,
+    indices: np.ndarray,
+    train_y: np.ndarray,
+    ks: Sequence[int],
+    *,
+    temperature: float = DEFAULT_TEMPERATURE,
+    vote: str = "weighted",
+    n_classes: int | None = None,
+) -> dict[int, np.ndarray]:
+    """``{k: scores}`` for every k from one search of ``max(ks)`` (or all) neighbours.
+
+    A k larger than the training set uses every training sample (the key stays the k asked
+    for; callers record ``min(k, n)``).
+    """
+    n = len(train_y)
+    return {
+        k: knn_vote(
+            sims, indices, train_y, k=min(k, n), temperature=temperature, vote=vote,
+            n_classes=n_classes,
+        )
+        for k in ks
+    }
+
+
 def knn_scores_for_ks(
     train_x: np.ndarray | Iterable[np.ndarray],
     train_y: np.ndarray,
@@ -278,21 +289,12 @@ def knn_scores_for_ks(
     vote: str = "weighted",
     n_classes: int | None = None,
 ) -> dict[int, np.ndarray]:
-    """One search with the largest k, then a vote per k: ``{k: (m, C) scores}``.
-
-    A k larger than the training set uses every training sample (the key stays the k asked
-    for; callers record ``min(k, n)``).
-    """
+    """One exact search with the largest k, then a vote per k: ``{k: (m, C) scores}``."""
     n = len(train_y)
-    k_max = min(max(ks), n)
-    sims, idx = knn_search(test_x, train_x, k_max, n_base=n)
-    return {
-        k: knn_vote(
-            sims, idx, train_y, k=min(k, n), temperature=temperature, vote=vote,
-            n_classes=n_classes,
-        )
-        for k in ks
-    }
+    sims, idx = knn_search(test_x, train_x, min(max(ks), n), n_base=n)
+    return votes_for_ks(
+        sims, idx, train_y, ks, temperature=temperature, vote=vote, n_classes=n_classes
+    )
 
 
 # -- approximate search for very large stores ----------------------------------------------

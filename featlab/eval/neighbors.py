@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from featlab._vectors import l2_normalize
 from featlab.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -168,8 +169,7 @@ def search(
     """
     import faiss
 
-    q = np.ascontiguousarray(queries, dtype=np.float32).copy()
-    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+    q = l2_normalize(queries)
     if nprobe is not None:
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = int(nprobe)
@@ -355,7 +355,7 @@ def neighbors(
         WeightsError, BadImageError: For ``images``: weights that cannot be rebuilt (or whose
             sha256 differs from the stored one), unreadable images.
     """
-    from featlab.store._index import IndexParams, open_index, read_rows
+    from featlab.store._index import IndexParams, open_index
 
     kinds = {"ids": ids, "vectors": vectors, "images": images}
     given = [name for name, value in kinds.items() if value is not None]
@@ -392,7 +392,7 @@ def neighbors(
                 f"sample {query_ids[i]!r} has no usable {model!r} embedding: it {why}; query "
                 f"by image or vector instead, or finish the extraction"
             )
-        q = read_rows(ds, model, qrows)
+        q = ds.values_at(model, qrows)
         exclude_rows = qrows if exclude_self else None
     elif vectors is not None:
         q = _check_vectors(vectors, d, model)

@@ -256,7 +256,7 @@ class _ModelData:
         self.ds, self.model = ds, model
         self.labels = ds.labels
         self.n_classes = len(ds.classes)
-        self.x_test = ds._values(model, test)
+        self.x_test = ds.values_at(model, test)
         self.y_test = self.labels[test]
         self.val = val
         self.y_val = self.labels[val]
@@ -265,16 +265,16 @@ class _ModelData:
     @cached_property
     def x_val(self) -> np.ndarray | None:
         """Val embeddings, read on first use (kNN never needs them)."""
-        return self.ds._values(self.model, self.val) if len(self.val) else None
+        return self.ds.values_at(self.model, self.val) if len(self.val) else None
 
     def train_blocks(self, rows: np.ndarray) -> Iterator[np.ndarray]:
         """Training embeddings in blocks of ~128 MiB, read from the store one at a time."""
         step = block_rows_for(self.dim)
         for lo in range(0, len(rows), step):
-            yield self.ds._values(self.model, rows[lo : lo + step])
+            yield self.ds.values_at(self.model, rows[lo : lo + step])
 
     def train_matrix(self, rows: np.ndarray) -> np.ndarray:
-        return self.ds._values(self.model, rows)
+        return self.ds.values_at(self.model, rows)
 
 
 def _fit_and_score(
@@ -291,14 +291,16 @@ def _knn(
     from featlab.eval.knn import (
         build_ivf_index,
         ivf_search,
+        knn_scores_for_ks,
         knn_search,
-        knn_vote,
         recall_at_k,
+        votes_for_ks,
     )
 
     y = data.labels[train]
     k_max = min(max(config.ks), len(train))
     info: dict[str, Any] = {"k_used": {f"k={k}": min(k, len(train)) for k in config.ks}}
+    vote = {"temperature": config.temperature, "vote": config.vote, "n_classes": data.n_classes}
     if config.index == "ivf":
         x = data.train_matrix(train)
         index = build_ivf_index(x, seed=config.seed)
@@ -310,16 +312,10 @@ def _knn(
         _, exact = knn_search(data.x_test[probe], x, k_max)
         info.update(index="ivf", nlist=int(index.nlist), nprobe=config.nprobe,
                     recall_at_k=recall_at_k(exact, idx[probe]))
+        by_k = votes_for_ks(sims, idx, y, config.ks, **vote)
     else:
-        sims, idx = knn_search(data.x_test, data.train_blocks(train), k_max, n_base=len(train))
-    out = {
-        _knn_variant(k, config.vote): knn_vote(
-            sims, idx, y, k=min(k, len(train)), temperature=config.temperature,
-            vote=config.vote, n_classes=data.n_classes,
-        )
-        for k in config.ks
-    }
-    return out, info
+        by_k = knn_scores_for_ks(data.train_blocks(train), y, data.x_test, config.ks, **vote)
+    return {_knn_variant(k, config.vote): scores for k, scores in by_k.items()}, info
 
 
 def _knn_variant(k: int, vote: str) -> str:

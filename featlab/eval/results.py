@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featlab.eval.lowshot import TrainingSize, parse_sizes
+from featlab.eval.lowshot import TrainingSize
 from featlab.eval.protocol import FoldResult, ProbeConfig, ProbeRun, SummaryRow
 from featlab.store import _results as R
 from featlab.store._layout import model_key
@@ -95,19 +95,10 @@ def config_from_dict(d: dict[str, Any]) -> ProbeConfig:
     """Rebuild a :class:`ProbeConfig` from its ``to_dict()`` form."""
     known = {f.name for f in fields(ProbeConfig)}
     kwargs = {k: v for k, v in d.items() if k in known}
-    if "size_specs" in d:
-        kwargs["sizes"] = tuple(TrainingSize(x["kind"], x["value"]) for x in d["size_specs"])
-    else:
-        kwargs["sizes"] = tuple(_size_from_label(s) for s in d.get("sizes", ["all"]))
+    kwargs["sizes"] = tuple(TrainingSize(x["kind"], x["value"]) for x in d["size_specs"])
     if "ks" in kwargs:
         kwargs["ks"] = tuple(kwargs["ks"])
     return ProbeConfig(**kwargs)
-
-
-def _size_from_label(label: str) -> TrainingSize:
-    if label.endswith("%"):
-        return parse_sizes(fractions=str(float(label[:-1]) / 100))[0]
-    return parse_sizes(shots=label)[0]
 
 
 def list_runs(

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from featlab._vectors import normalize_rows_in_place
 from featlab._version import __version__
 from featlab.errors import InvalidArgumentError, StoreError, StoreLockedError
 from featlab.store import _layout as L
@@ -294,12 +295,6 @@ def embeddings_fingerprint(
 
 
 # -- building ----------------------------------------------------------------------------------
-def _normalize_inplace(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x /= np.maximum(norms, np.finfo(np.float32).tiny)  # zero rows stay zero
-    return x
-
-
 def iter_normalized_blocks(
     values: zarr.Array, rows: np.ndarray, *, block_bytes: int = BUILD_BLOCK_BYTES
 ) -> Iterator[np.ndarray]:
@@ -319,7 +314,7 @@ def iter_normalized_blocks(
         part = block if len(sel) == hi - lo else block[sel]
         if not (part.flags.c_contiguous and part.flags.writeable):
             part = np.array(part, dtype=np.float32, order="C")
-        yield _normalize_inplace(part)
+        yield normalize_rows_in_place(part)
 
 
 def build_index(values: zarr.Array, rows: np.ndarray, params: dict[str, Any]) -> faiss.Index:
@@ -683,11 +678,6 @@ def _faiss_version() -> str:
     return str(getattr(faiss, "__version__", "?"))
 
 
-def read_rows(ds: DatasetGroup, model: str, rows: np.ndarray) -> np.ndarray:
-    """``(len(rows), d)`` float32 stored embeddings of the given dataset rows."""
-    return np.asarray(_values(ds, model).oindex[np.asarray(rows, dtype=np.int64)], np.float32)
-
-
 __all__ = [
     "INDEX_TYPES",
     "IndexParams",
@@ -697,5 +687,4 @@ __all__ = [
     "embeddings_fingerprint",
     "index_key",
     "open_index",
-    "read_rows",
 ]

@@ -393,11 +393,13 @@ class DatasetGroup:
         self, model: str, split: str | None = None, *, partial: bool = False
     ) -> np.ndarray:
         """``(m, d)`` float32 embeddings of ``split``'s usable rows (see :meth:`rows`)."""
-        return self._values(model, self.rows(model, split, partial=partial))
+        return self.values_at(model, self.rows(model, split, partial=partial))
 
-    def _values(self, model: str, rows: np.ndarray) -> np.ndarray:
+    def values_at(self, model: str, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), d)`` float32 embeddings of dataset ``rows`` (any order), as stored."""
         values = self._model_group(model)["values"]
-        if len(rows) == self.n:
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == self.n and np.array_equal(rows, np.arange(self.n)):
             return np.asarray(values[:], dtype=np.float32)
         return np.asarray(values.oindex[rows], dtype=np.float32)
 
@@ -406,7 +408,7 @@ class DatasetGroup:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels of ``split``: ``X (m, d) float32``, ``y (m,)`` int32 (or (m, L))."""
         rows = self.rows(model, split, partial=partial)
-        return self._values(model, rows), self.labels[rows]
+        return self.values_at(model, rows), self.labels[rows]
 
     def to_xarray(self, model: str, *, partial: bool = False) -> xr.DataArray:
         """A lazy ``xr.DataArray`` (sample, feature) with coords id, label, split, source.

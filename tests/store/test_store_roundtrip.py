@@ -358,3 +358,12 @@ def test_empty_dataset(store_path: Path) -> None:
     ds = open_store(store_path)["empty"]
     assert ds.n == 0
     assert ds.ids.shape == (0,)
+
+
+def test_values_at_reads_rows_in_the_order_given(filled) -> None:
+    path, v1, _ = filled
+    ds = open_store(path)["toy"]
+    rows = np.array([7, 0, 3, 3])
+    np.testing.assert_array_equal(ds.values_at("timm:m1", rows), v1[rows])
+    np.testing.assert_array_equal(ds.values_at("timm:m1", np.arange(N)[::-1]), v1[::-1])
+    np.testing.assert_array_equal(ds.values_at("timm:m1", np.arange(N)), v1)
