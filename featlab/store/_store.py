@@ -399,8 +399,9 @@ class DatasetGroup:
         """``(len(rows), d)`` float32 embeddings of dataset ``rows`` (any order), as stored."""
         values = self._model_group(model)["values"]
         rows = np.asarray(rows, dtype=np.int64)
-        if len(rows) == self.n and np.array_equal(rows, np.arange(self.n)):
-            return np.asarray(values[:], dtype=np.float32)
+        if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+            # A contiguous run (a whole split, a streamed block): a slice reads ~4x faster.
+            return np.asarray(values[rows[0] : rows[-1] + 1], dtype=np.float32)
         return np.asarray(values.oindex[rows], dtype=np.float32)
 
     def xy(

@@ -367,3 +367,6 @@ def test_values_at_reads_rows_in_the_order_given(filled) -> None:
     np.testing.assert_array_equal(ds.values_at("timm:m1", rows), v1[rows])
     np.testing.assert_array_equal(ds.values_at("timm:m1", np.arange(N)[::-1]), v1[::-1])
     np.testing.assert_array_equal(ds.values_at("timm:m1", np.arange(N)), v1)
+    np.testing.assert_array_equal(ds.values_at("timm:m1", np.arange(2, 6)), v1[2:6])  # a run
+    np.testing.assert_array_equal(ds.values_at("timm:m1", np.array([2, 4, 3])), v1[[2, 4, 3]])
+    assert ds.values_at("timm:m1", np.array([], dtype=int)).shape == (0, v1.shape[1])
