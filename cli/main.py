@@ -43,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "probe": (
         "featlab.cli.probe_cmd",
         "probe_cmd",
-        "Evaluate stored embeddings (k-NN, linear, logreg) with low-shot folds; saves results.",
+        "Evaluate stored embeddings (k-NN, linear, logreg, DVME) on low-shot folds; saves results.",
     ),
     "results": (
         "featlab.cli.results_cmd",
@@ -59,6 +59,21 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "featlab.cli.neighbors_cmd",
         "neighbors_cmd",
         "Nearest stored samples of a sample id or an image, by a model's embeddings.",
+    ),
+    "fuse": (
+        "featlab.cli.fuse_cmd",
+        "fuse_cmd",
+        "Fit DVME over several models and store its fused embeddings as a derived model.",
+    ),
+    "tsne": (
+        "featlab.cli.tsne_cmd",
+        "tsne_cmd",
+        "t-SNE of stored embeddings, one panel per model coloured by class (cached in the store).",
+    ),
+    "plot": (
+        "featlab.cli.plot_cmd",
+        "plot_cmd",
+        "Plot saved results: low-shot curves, ROC curves, confusion matrices.",
     ),
 }
 

@@ -30,11 +30,12 @@ def parse_ks(value: str) -> tuple[int, ...]:
 @click.command("probe")
 @click.option(
     "--method",
-    type=click.Choice(["knn", "linear", "logreg"]),
+    type=click.Choice(["knn", "linear", "logreg", "dvme"]),
     default="knn",
     show_default=True,
     help="knn: cosine FAISS, DINO's weighted vote; linear: the DVME paper's torch probe; "
-    "logreg: logistic regression, C chosen on val.",
+    "logreg: logistic regression, C chosen on val; dvme: attention fusion of the --model list "
+    "(run beside each model's linear probe on the same folds).",
 )
 @click.option("--model", "models", multiple=True, help="Models, comma-separated or repeated "
               "[default: every complete model].")
@@ -61,6 +62,11 @@ def parse_ks(value: str) -> tuple[int, ...]:
 @click.option("--device", default="cpu", show_default=True, help="Device of the linear probe.")
 @click.option("--no-standardize", is_flag=True, help="Probes: do not standardise features with "
               "the training subset's mean/std (the DVME paper's probe literally).")
+@click.option("--no-attention", is_flag=True, help="DVME without self-attention (the paper's "
+              "Appendix C ablation).")
+@click.option("--token-dim", type=click.Choice(["512", "1"]), default="512", show_default=True,
+              help="DVME tokens: one 512-d token per model (the paper's text), or 1-d tokens "
+              "(its appendix listing).")
 @click.option("--no-save", is_flag=True, help="Do not save the runs in the store.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per run.")
@@ -81,6 +87,8 @@ def probe_cmd(
     seed: int,
     device: str,
     no_standardize: bool,
+    no_attention: bool,
+    token_dim: str,
     no_save: bool,
     store_path: Path | None,
     as_json: bool,
@@ -105,6 +113,7 @@ def probe_cmd(
         method=method, sizes=parse_sizes(shots, fractions), folds=folds, seed=seed,
         ks=parse_ks(ks), temperature=temperature, vote=vote, index=index, metric=metric,
         bootstrap=bootstrap, device=device, standardize=not no_standardize,
+        attention=not no_attention, token_dim=1 if token_dim == "1" else None,
     )
     store = open_store(store_path, mode="r" if no_save else "a")
     result = evaluate_store(
@@ -126,7 +135,22 @@ def probe_cmd(
         click.echo(format_csv(records), nl=False)
     else:
         click.echo(format_table(summary_table(records)))
+        for run in result.runs:
+            if "best_single" in run.plan:
+                click.echo(_versus_best_single(run))
         sys.stdout.flush()  # the note below goes to stderr: keep it after the table
         if not no_save:
             click.echo(f"saved {len(records)} run(s) in {store.path}; `featlab results` lists "
                        "them", err=True)
+
+
+def _versus_best_single(run) -> str:
+    """``dvme(a+b) vs the best single model (linear probe), per size: ...``."""
+    best = run.plan["best_single"]
+    parts = []
+    for row in run.summary:
+        b = best.get(row.size)
+        if b:
+            parts.append(f"{row.size}: {row.mean:.4f} vs {b['mean']:.4f} ({b['model']}, "
+                         f"{row.mean - b['mean']:+.4f})")
+    return f"{run.model} {run.metric} vs the best single model's linear probe: " + "; ".join(parts)

@@ -15,22 +15,20 @@ scheduler tick (measured 3.4 ms per step, against 0.9 ms with elementwise ops).
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
 from featlab.errors import InvalidArgumentError
 from featlab.eval._probe_common import (
-    PREDICT_BLOCK,
     FitData,
     LinearProbeBase,
     Scoring,
     check_fraction,
     check_seed,
     prepare_fit,
-    proba_from_logits,
 )
+from featlab.eval._torch_protocol import Schedule, train_with_protocol
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -199,27 +197,9 @@ class LinearProbe(LinearProbeBase):
     def _train(self, data: FitData, device: Any) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        multilabel = data.targets.multilabel
-        n, d = data.x_train.shape
+        d = data.x_train.shape[1]
         k = len(data.targets.classes)
         gen = torch.Generator().manual_seed(int(self.seed))
-        with warnings.catch_warnings():
-            # A read-only caller array: torch warns that writing would be undefined; we never
-            # write to it, and copying a PCam-sized matrix just to silence that costs 0.4 GB.
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            x = torch.from_numpy(data.x_train).to(device)
-            x_val = torch.from_numpy(data.x_val).to(device)
-        if multilabel:
-            codes = torch.from_numpy(data.codes_train)
-            target = (codes == 1).to(device=device, dtype=torch.float32)
-            mask = (codes >= 0).to(device=device, dtype=torch.float32)
-            # Known entries per row, on the host: which batches have none is known without a
-            # device sync.
-            known_per_row = (data.codes_train >= 0).sum(axis=1)
-        else:
-            target = torch.from_numpy(data.codes_train).to(device)
-            mask, known_per_row = None, None
-
         # skip_init builds the layer without drawing from the global RNG; then nn.Linear's own
         # default init, U(-1/sqrt(d), 1/sqrt(d)) for weight and bias, from our generator.
         model = torch.nn.utils.skip_init(torch.nn.Linear, d, k, device=device)
@@ -227,91 +207,17 @@ class LinearProbe(LinearProbeBase):
         with torch.no_grad():
             model.weight.copy_(torch.rand(k, d, generator=gen) * (2 * bound) - bound)
             model.bias.copy_(torch.rand(k, generator=gen) * (2 * bound) - bound)
-        # torch's default single-tensor Adam: the fused CPU kernel runs an OpenMP parallel loop
-        # even for a few hundred weights, and on a busy 2-core machine each such loop waits for a
-        # scheduler tick (measured 6.6 ms per step, against ~0.1 ms for the update ops).
-        opt = torch.optim.Adam(
-            model.parameters(), lr=self.lr, weight_decay=self.weight_decay, foreach=False
+        fit = train_with_protocol(model, data, self._schedule(), device=device, generator=gen)
+        self.best_epoch_ = fit.best_epoch
+        self.best_score_ = fit.best_score
+        self.n_epochs_ = len(fit.history)
+        self.history_ = fit.history
+        return model.weight.detach().cpu().numpy(), model.bias.detach().cpu().numpy()
+
+    def _schedule(self) -> Schedule:
+        return Schedule(
+            lr=self.lr, batch_size=self.batch_size, min_epochs=self.min_epochs,
+            max_epochs=self.max_epochs, patience=self.patience,
+            plateau_patience=self.plateau_patience, plateau_factor=self.plateau_factor,
+            weight_decay=self.weight_decay,
         )
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt,
-            mode="max",
-            factor=self.plateau_factor,
-            patience=self.plateau_patience,
-            threshold=0.0,
-        )
-
-        def loss_fn(z: torch.Tensor, idx: torch.Tensor, n_known: float) -> torch.Tensor:
-            """Mean loss over the batch's ``n_known`` known targets, with elementwise ops only."""
-            if not multilabel:
-                top = z.detach().amax(dim=1, keepdim=True)
-                lse = (z - top).exp().sum(dim=1).log() + top[:, 0]
-                picked = z.gather(1, target.index_select(0, idx)[:, None])[:, 0]
-                return (lse - picked).mean()
-            yb, mb = target.index_select(0, idx), mask.index_select(0, idx)
-            # Stable BCE with logits: max(z, 0) - z y + log(1 + exp(-|z|)).
-            bce = z.clamp(min=0) - z * yb + (-z.abs()).exp().log1p()
-            return (bce * mb).sum() / n_known
-
-        bs = int(self.batch_size)
-        history: list[dict[str, float]] = []
-        best_score, best_epoch = -np.inf, 0
-        best_w = model.weight.detach().clone()
-        best_b = model.bias.detach().clone()
-        for epoch in range(1, int(self.max_epochs) + 1):
-            lr_now = float(opt.param_groups[0]["lr"])
-            perm = torch.randperm(n, generator=gen)
-            perm_dev = perm.to(device)
-            perm_np = perm.numpy()
-            loss_sum = torch.zeros((), device=device)
-            count_sum = 0.0
-            for lo in range(0, n, bs):
-                if multilabel:
-                    n_known = float(known_per_row[perm_np[lo : lo + bs]].sum())
-                    if n_known == 0:
-                        # No known target: no gradient, and an Adam step on a zero gradient
-                        # would still move the weights through its momentum.
-                        continue
-                else:
-                    n_known = float(len(perm_np[lo : lo + bs]))
-                idx = perm_dev[lo : lo + bs]
-                loss = loss_fn(model(x.index_select(0, idx)), idx, n_known)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach() * n_known
-                count_sum += n_known
-            score = data.score(self._val_proba(model, x_val, multilabel))
-            sched.step(score)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": float(loss_sum) / max(count_sum, 1.0),
-                    "val_score": score,
-                    "lr": lr_now,
-                }
-            )
-            if score > best_score:
-                best_score, best_epoch = score, epoch
-                best_w = model.weight.detach().clone()
-                best_b = model.bias.detach().clone()
-            if epoch >= self.min_epochs and epoch - best_epoch >= self.patience:
-                break
-        self.best_epoch_ = best_epoch
-        self.best_score_ = float(best_score)
-        self.n_epochs_ = len(history)
-        self.history_ = history
-        return best_w.cpu().numpy(), best_b.cpu().numpy()
-
-    @staticmethod
-    def _val_proba(model: Any, x_val: Any, multilabel: bool) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            logits = torch.cat(
-                [
-                    model(x_val[lo : lo + PREDICT_BLOCK])
-                    for lo in range(0, len(x_val), PREDICT_BLOCK)
-                ]
-            )
-        return proba_from_logits(logits.cpu().numpy(), multilabel=multilabel)

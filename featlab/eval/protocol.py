@@ -26,7 +26,8 @@ from featlab.eval.lowshot import ALL, LowShotPlan, TrainingSize, plan_lowshot
 if TYPE_CHECKING:
     from featlab.store import DatasetGroup
 
-METHODS = ("knn", "linear", "logreg")
+METHODS = ("knn", "linear", "logreg", "dvme")
+STOCHASTIC = ("linear", "dvme")  # the others give the same result for the same rows
 INDEXES = ("flat", "ivf")
 
 
@@ -56,6 +57,9 @@ class ProbeConfig:
     # std 1e-3, seen from random-init CNNs) need weights ~1e3 that Adam at lr 1e-3 cannot reach
     # in 50 epochs, leaving the probe at chance. ``standardize=False`` is the paper literally.
     standardize: bool = True
+    # DVME (featlab.fusion.dvme): Appendix C's ablation, and the listing's 1-d tokens.
+    attention: bool = True
+    token_dim: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -66,6 +70,11 @@ class ProbeConfig:
             raise InvalidArgumentError(f"index must be one of {INDEXES}; got {self.index!r}")
         if not self.ks or min(self.ks) < 1:
             raise InvalidArgumentError(f"k values must be >= 1; got {self.ks}")
+        if self.token_dim not in (None, 1, 512):
+            raise InvalidArgumentError(
+                f"token_dim must be None (a 512-d token per model) or 1 (the DVME listing's "
+                f"1-d tokens); got {self.token_dim!r}"
+            )
         if self.folds < 1 or self.bootstrap < 0:
             raise InvalidArgumentError("folds must be >= 1 and bootstrap >= 0")
 
@@ -79,6 +88,9 @@ class ProbeConfig:
                 d.pop(key)
         else:
             d.pop("standardize")
+        if self.method != "dvme":
+            d.pop("attention")
+            d.pop("token_dim")
         return d
 
 
@@ -199,18 +211,41 @@ def run_probe(
         IncompleteEmbeddingError: The model is not complete for the splits used.
         InvalidArgumentError: The metric does not apply, or a split is missing.
     """
+    config = config or ProbeConfig()
+    if config.method == "dvme":
+        raise InvalidArgumentError(
+            "DVME fuses several models: call featlab.fusion.run_dvme(ds, [model_a, model_b, "
+            "...], config), or `featlab probe --method dvme --model a,b`"
+        )
+    usable = np.zeros(ds.n, dtype=bool)
+    usable[ds.rows(model)] = True  # written and not bad; raises if incomplete
+    plan = plan or plan_for(ds, config)
+    refuse_fit_split(ds, model, plan)
+    return evaluate_rows(ds, model, [model], usable, config, plan=plan,
+                         identity=_identity(ds, model))
+
+
+def evaluate_rows(
+    ds: DatasetGroup,
+    name: str,
+    models: list[str],
+    usable: np.ndarray,
+    config: ProbeConfig,
+    *,
+    plan: LowShotPlan | None = None,
+    identity: dict[str, Any] | None = None,
+) -> ProbeRun:
+    """The protocol on the ``usable`` rows of ``models``' embeddings (side by side when several);
+    the run is named ``name``. :func:`run_probe` and DVME's ``run_dvme`` call it."""
     from featlab.eval.metrics import resolve_metric
 
-    config = config or ProbeConfig()
     started = time.perf_counter()
     task = ds.task
     metric = resolve_metric(config.metric or dataset_metric(ds), task)
     plan = plan or plan_for(ds, config)
-    usable = np.zeros(ds.n, dtype=bool)
-    usable[ds.rows(model)] = True  # written and not bad; raises if incomplete
     test = plan.test[usable[plan.test]]
     val = plan.val[usable[plan.val]]
-    data = _ModelData(ds, model, test, val)
+    data = _ModelData(ds, models, test, val)
     folds: list[FoldResult] = []
     scores: dict[str, np.ndarray] = {}
     train_rows: dict[str, np.ndarray] = {}
@@ -218,7 +253,7 @@ def run_probe(
     for fold in plan.folds:
         train = fold.train[usable[fold.train]]
         train_rows[fold.key] = train
-        deterministic = config.method != "linear"  # kNN and logreg: same rows, same result
+        deterministic = config.method not in STOCHASTIC
         key = train.tobytes()
         if deterministic and key in done:
             source, by_variant, info = done[key]
@@ -236,45 +271,74 @@ def run_probe(
                 )
             )
     run = ProbeRun(
-        dataset=ds.name, model=model, task=task, config=config, metric=metric,
+        dataset=ds.name, model=name, task=task, config=config, metric=metric,
         plan={**plan.describe(), "n_test_scored": len(test), "n_val_used": len(val)},
         folds=folds, summary=[], test_rows=test, test_labels=data.y_test,
         train_rows=train_rows, val_rows=val,
         test_scores=scores,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        model_identity=_identity(ds, model),
+        model_identity=identity or {},
     )
     run.summary = summarize(run)
     run.elapsed_s = time.perf_counter() - started
     return run
 
 
-class _ModelData:
-    """The model's test and val matrices, read once; train rows read per fold."""
+def refuse_fit_split(ds: DatasetGroup, model: str, plan: LowShotPlan) -> None:
+    """Refuse scoring a derived model (e.g. a fitted DVME fusion) on rows it was fitted on.
 
-    def __init__(self, ds: DatasetGroup, model: str, test: np.ndarray, val: np.ndarray) -> None:
-        self.ds, self.model = ds, model
+    Raises:
+        InvalidArgumentError: The model's provenance names a fit split that the test rows of
+            ``plan`` belong to.
+    """
+    derived = ds.model_attrs(model).get("derived") or {}
+    fitted = set(derived.get("fit_splits") or ())
+    if not fitted or not len(plan.test):
+        return
+    overlap = sorted(fitted & set(np.unique(ds.splits[plan.test]).tolist()))
+    if overlap:
+        raise InvalidArgumentError(
+            f"{model!r} was fitted on the {overlap} split(s) of {ds.name!r} (its provenance: "
+            f"{derived.get('method')}, sources {derived.get('sources')}), which are also the "
+            "split scored here: its scores would be inflated. Fit the fused model on train "
+            "(the default of `featlab fuse`) and evaluate on test."
+        )
+
+
+class _ModelData:
+    """The models' test and val matrices (side by side), read once; train rows per fold."""
+
+    def __init__(
+        self, ds: DatasetGroup, models: list[str], test: np.ndarray, val: np.ndarray
+    ) -> None:
+        self.ds, self.models = ds, list(models)
         self.labels = ds.labels
         self.n_classes = len(ds.classes)
-        self.x_test = ds.values_at(model, test)
+        self.dims = [ds.dim(m) for m in self.models]
+        self.x_test = self._read(test)
         self.y_test = self.labels[test]
         self.val = val
         self.y_val = self.labels[val]
-        self.dim = self.x_test.shape[1]
+        self.dim = sum(self.dims)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        if len(self.models) == 1:
+            return self.ds.values_at(self.models[0], rows)
+        return np.hstack([self.ds.values_at(m, rows) for m in self.models])
 
     @cached_property
     def x_val(self) -> np.ndarray | None:
         """Val embeddings, read on first use (kNN never needs them)."""
-        return self.ds.values_at(self.model, self.val) if len(self.val) else None
+        return self._read(self.val) if len(self.val) else None
 
     def train_blocks(self, rows: np.ndarray) -> Iterator[np.ndarray]:
         """Training embeddings in blocks of ~128 MiB, read from the store one at a time."""
         step = block_rows_for(self.dim)
         for lo in range(0, len(rows), step):
-            yield self.ds.values_at(self.model, rows[lo : lo + step])
+            yield self._read(rows[lo : lo + step])
 
     def train_matrix(self, rows: np.ndarray) -> np.ndarray:
-        return self.ds.values_at(self.model, rows)
+        return self._read(rows)
 
 
 def _fit_and_score(
@@ -335,7 +399,7 @@ def _linear(
     def scoring(y_true: np.ndarray, proba: np.ndarray) -> float:
         return score_metric(metric, y_true, _full_columns(proba, classes, n_classes), task)
 
-    probe = _make_probe(config, fold, scoring)
+    probe = _make_probe(config, fold, scoring, data.dims)
     eval_set, dropped = _val_for(data, y)
     probe.fit(x, y, eval_set=eval_set)
     if classes is not None and not np.array_equal(probe.classes_, classes):
@@ -346,6 +410,11 @@ def _linear(
         value = getattr(probe, attr, None)
         if value is not None:
             info[attr.rstrip("_")] = value.item() if hasattr(value, "item") else value
+    if config.method == "dvme":
+        # Appendix F: the attention between model tokens, averaged over test samples.
+        attention = probe.mean_attention(data.x_test)
+        info["attention"] = None if attention is None else np.round(attention, 6).tolist()
+        info["attention_models"] = data.models
     return {config.method: scores.astype(np.float32)}, info
 
 
@@ -370,10 +439,18 @@ def _val_for(
     return (data.x_val[keep], data.y_val[keep]), int((~keep).sum())
 
 
-def _make_probe(config: ProbeConfig, fold: int, scoring):
+def _make_probe(config: ProbeConfig, fold: int, scoring, dims: list[int]):
     # Each fold's probe is seeded from the run's seed and the fold, so a fold is reproducible
     # on its own and the five folds differ in initialisation and shuffling too.
     seed = int(np.random.SeedSequence([config.seed, fold]).generate_state(1)[0])
+    if config.method == "dvme":
+        from featlab.fusion import dvme
+
+        return dvme.DVMEClassifier(
+            dims, proj_dim=dvme.PROJ_DIM, heads=dvme.HEADS, attention=config.attention,
+            token_dim=config.token_dim, scoring=scoring, seed=seed, device=config.device,
+            standardize=config.standardize,
+        )
     if config.method == "linear":
         from featlab.eval.linear_probe import LinearProbe
 

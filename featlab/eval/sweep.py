@@ -67,6 +67,9 @@ def evaluate_store(
                 raise
             out.skipped.extend((name, m, str(err)) for m in chosen)
             continue
+        if config.method == "dvme":
+            _fuse_dataset(ds, chosen, config, plan, save, out, on_run)
+            continue
         for model in chosen:
             try:
                 run = run_probe(ds, model, config, plan=plan)
@@ -88,3 +91,29 @@ def evaluate_store(
             "what is stored"
         )
     return out
+
+
+def _fuse_dataset(ds, models, config, plan, save, out: SweepResult, on_run) -> None:
+    """DVME over ``models`` of ``ds``, after the linear probe of each on the same plan (the
+    baselines of the DVME paper's Table 4); the best of them per size goes with the DVME run."""
+    from dataclasses import replace
+
+    from featlab.eval.results import save_run
+    from featlab.fusion.evaluate import best_single, check_fusable, run_dvme
+
+    models = check_fusable(ds, models)
+    linear = replace(config, method="linear", attention=True, token_dim=None)
+    baselines = []
+    for model in models:
+        run = run_probe(ds, model, linear, plan=plan)
+        if save:
+            save_run(ds, run)
+        baselines.append(run)
+    fused = run_dvme(ds, models, config, plan=plan)
+    fused.plan["best_single"] = best_single(baselines)
+    if save:
+        save_run(ds, fused)
+    for run in (*baselines, fused):
+        out.runs.append(run)
+        if on_run:
+            on_run(run)
