@@ -75,6 +75,12 @@ HEADER = ("query", "rank", "id", "score", "label", "split", "source")
     help="For --image: allow unpickling a whole-module checkpoint (only files you trust).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per neighbour.")
+@click.option(
+    "--gallery",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the query and neighbour thumbnails (label, score, id) to this .png/.svg.",
+)
 def neighbors_cmd(
     dataset: str,
     model: str,
@@ -90,13 +96,15 @@ def neighbors_cmd(
     weights: Path | None,
     trust_checkpoint: bool,
     as_json: bool,
+    gallery: Path | None,
 ) -> None:
     """Nearest stored samples of DATASET to sample ids or image files, by cosine similarity of
     MODEL's embeddings (exact by default).
 
     An --id query leaves the sample itself out of its neighbours (--include-self keeps it).
     The search index is saved in the store when it is writable, and rebuilt only when the
-    embeddings change.
+    embeddings change. --gallery draws the images too (a grey tile where an image is no longer
+    on disk).
     """
     from featlab.errors import StoreReadOnlyError
     from featlab.store import default_store_path, open_store
@@ -105,6 +113,10 @@ def neighbors_cmd(
         raise click.UsageError("give --id or --image (one kind, repeatable), not both or none")
     if (weights is not None or trust_checkpoint) and not images:
         raise click.UsageError("--weights and --trust-checkpoint apply to --image queries")
+    if gallery is not None:
+        from featlab.plots._figure import check_output_path
+
+        check_output_path(gallery)  # before the search, not after it
     path = store_path or default_store_path()
     store = open_store(path, mode="r")
     if os.access(store.path / dataset, os.W_OK):
@@ -127,8 +139,13 @@ def neighbors_cmd(
     if as_json:
         for rec in result.to_records():
             click.echo(json.dumps(rec))
-        return
-    _print_table(result)
+    else:
+        _print_table(result)
+    if gallery is not None:
+        from featlab.plots.gallery import dataset_image_loader, plot_neighbor_gallery
+
+        plot_neighbor_gallery(result, dataset_image_loader(store[dataset]), out=gallery)
+        click.echo(f"gallery written to {gallery}", err=True)
 
 
 def _print_table(result: NeighborResult) -> None:

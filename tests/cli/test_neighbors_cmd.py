@@ -128,3 +128,28 @@ def test_usage_errors(store: Path, tmp_path: Path) -> None:
     r = invoke("neighbors", "-m", MODEL, "nope", "--id", "a", "--store", store)
     assert r.exit_code == 1
     assert "dataset 'nope' is not in the store" in r.output
+
+
+def test_gallery(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nn.png"
+    r = CliRunner().invoke(
+        cli,
+        ["neighbors", "-m", MODEL, DATASET, "--id", "test/a/0.png", "--id", "train/b/2.png",
+         "-k", "3", "--store", str(store), "--gallery", str(out)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert len(table_rows(r.stdout)) == 6  # the table is still printed, the note goes to stderr
+    assert r.stderr.strip() == f"gallery written to {out}"
+    with Image.open(out) as img:
+        assert img.size == (round(1.7 * 4 * 150), round((1.7 * 1.05 * 2 + 0.5) * 150))
+        rgb = np.asarray(img.convert("RGB"))
+    assert rgb.std() > 10
+    assert len(np.unique(rgb.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1]))) > 20
+
+
+def test_gallery_suffix_checked_before_searching(store: Path, tmp_path: Path) -> None:
+    r = invoke("neighbors", "-m", MODEL, DATASET, "--id", "test/a/0.png", "--store", store,
+               "--gallery", tmp_path / "nn.jpg")  # fmt: skip
+    assert r.exit_code == 1
+    [line] = r.output.strip().splitlines()
+    assert "must end in .png or .svg" in line

@@ -46,7 +46,8 @@ def test_shapes_attention_rows_and_learning(kw):
     assert (model.predict(x[200:]) == y[200:]).mean() > 0.9
     attention = model.mean_attention(x[200:])
     if kw.get("attention") is False:
-        assert attention is None and model.net_.attn is None
+        assert attention is None
+        assert model.net_.attn is None
     else:
         assert attention.shape == (2, 2)
         np.testing.assert_allclose(attention.sum(axis=1), 1, atol=1e-6)
@@ -127,10 +128,14 @@ def test_fused_model_provenance_knn_and_refusal(synthetic_store):
     ds = open_store(path, mode="a")["toy"]
     small = DVMEClassifier(**FAST)
     name = fuse_into_store(ds, ["a", "b"], estimator=small)
-    assert name == "dvme(a+b)" and ds.dim(name) == 32 and name in ds.models
+    assert name == "dvme(a+b)"
+    assert ds.dim(name) == 32
+    assert name in ds.models
     derived = ds.model_attrs(name)["derived"]
-    assert derived["sources"] == ["a", "b"] and derived["fit_splits"] == ["train", "val"]
-    assert derived["n_fit"] == int((ds.splits == "train").sum()) and derived["seed"] == 0
+    assert derived["sources"] == ["a", "b"]
+    assert derived["fit_splits"] == ["train", "val"]
+    assert derived["n_fit"] == int((ds.splits == "train").sum())
+    assert derived["seed"] == 0
     knn = run_probe(ds, name, ProbeConfig(method="knn", folds=1, ks=(5,)))
     assert knn.summary[0].mean > 0.8
     leaky = fuse_into_store(ds, ["a", "b"], name="fit-on-test", fit_split="test", estimator=small)
@@ -144,7 +149,8 @@ def test_cli_probe_dvme_beside_best_single_and_fuse(synthetic_store, small_dvme)
     out = runner.invoke(cli, ["probe", "--method", "dvme", "--model", "a,b", "--folds", "1",
                               "--store", str(path)])
     assert out.exit_code == 0, out.output
-    assert "dvme(a+b)" in out.output and "vs the best single model's linear probe" in out.output
+    assert "dvme(a+b)" in out.output
+    assert "vs the best single model's linear probe" in out.output
     store = open_store(path)
     runs = [load_run(store, r) for r in run_ids(store["toy"])]
     assert sorted(r.config.method for r in runs) == ["dvme", "linear", "linear"]
