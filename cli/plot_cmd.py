@@ -60,8 +60,8 @@ def select_runs(
     method: str | None,
 ) -> list[ProbeRun]:
     """The runs named, else the latest run per (model, method) of the dataset."""
-    from featlab.errors import InvalidArgumentError, UnknownRunError
-    from featlab.eval.results import list_runs, load_run
+    from featlab.errors import InvalidArgumentError
+    from featlab.eval.results import latest_runs, load_run
 
     if run_ids:
         if dataset or models or method:
@@ -73,18 +73,7 @@ def select_runs(
                 f"the store holds datasets {list(store.datasets)}; choose one with --dataset"
             )
         dataset = store.datasets[0]
-    wanted = split_names(models)
-    latest: dict[tuple[str, str], str] = {}
-    for rec in list_runs(store, dataset=dataset, method=method):  # oldest first
-        if not wanted or rec["model"] in wanted:
-            latest[(rec["model"], rec["method"])] = rec["run_id"]
-    if not latest:
-        which = f" of {list(wanted)}" if wanted else ""
-        raise UnknownRunError(
-            f"no saved {method or ''} runs{which} on {dataset!r} in {store.path}; "
-            "`featlab probe` evaluates and saves them"
-        )
-    return [load_run(store, run_id) for run_id in latest.values()]
+    return latest_runs(store, dataset, models=split_names(models), method=method)
 
 
 @click.group("plot")

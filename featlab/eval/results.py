@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,11 @@ if TYPE_CHECKING:
 
 
 def new_run_id(model: str, method: str) -> str:
-    """``20261122-031500-knn-timm~resnet18-3fa2c1``: sortable by time, unique per store."""
+    """``20261122-031500.123456-knn-timm~resnet18-3fa2c1``: sortable by time (microseconds,
+    so runs saved within one second — a sweep's — keep their order), unique per store."""
     now = datetime.now(UTC)
     tag = hashlib.sha256(f"{time.time_ns()}{model}{method}".encode()).hexdigest()[:6]
-    return f"{now:%Y%m%d-%H%M%S}-{method}-{model_key(model)}-{tag}"
+    return f"{now:%Y%m%d-%H%M%S.%f}-{method}-{model_key(model)}-{tag}"
 
 
 def save_run(ds: DatasetGroup, run: ProbeRun) -> str:
@@ -140,6 +142,35 @@ def latest_run(
             f"{model} --dataset {dataset}` first"
         )
     return load_run(store, runs[-1]["run_id"])
+
+
+def latest_runs(
+    store: FeatureStore,
+    dataset: str,
+    *,
+    models: Sequence[str] = (),
+    method: str | None = None,
+) -> list[ProbeRun]:
+    """The most recent saved run of each (model, method) of ``dataset`` (filtered by
+    ``models`` / ``method``), in the order their latest runs were saved.
+
+    Raises:
+        UnknownRunError: None matches.
+    """
+    from featlab.errors import UnknownRunError
+
+    latest: dict[tuple[str, str], str] = {}
+    for rec in list_runs(store, dataset=dataset, method=method):  # oldest first
+        if not models or rec["model"] in models:
+            latest.pop((rec["model"], rec["method"]), None)
+            latest[(rec["model"], rec["method"])] = rec["run_id"]
+    if not latest:
+        which = f" of {list(models)}" if models else ""
+        raise UnknownRunError(
+            f"no saved {method + ' ' if method else ''}runs{which} on {dataset!r} in "
+            f"{store.path}; `featlab probe` evaluates and saves them"
+        )
+    return [load_run(store, run_id) for run_id in latest.values()]
 
 
 # -- printing ---------------------------------------------------------------------------------
