@@ -15,7 +15,7 @@ from featlab.cli.probe_cmd import split_names
 @click.option("--model", "models", multiple=True, required=True,
               help="Models to fuse (at least 2), comma-separated or repeated.")
 @click.option("--name", default=None, help="Name of the stored fused model "
-              "[default: dvme(a+b+...)].")
+              "[default: fused-dvme(a+b+...)].")
 @click.option("--fit-split", default="train", show_default=True,
               help="Split DVME is trained on (val, when present, picks the epoch). The fused "
               "model is never scored on the splits it was fitted on.")
@@ -26,7 +26,7 @@ from featlab.cli.probe_cmd import split_names
               "[default: the dataset's].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of init and batches.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device to train on.")
-@click.option("--overwrite", is_flag=True, help="Replace a stored model of that name.")
+@click.option("--overwrite", is_flag=True, help="Refit and replace a stored model of that name.")
 @store_option
 def fuse_cmd(
     dataset: str,
@@ -57,4 +57,4 @@ def fuse_cmd(
     derived = store[dataset].model_attrs(stored)["derived"]
     click.echo(f"stored {stored!r} ({store[dataset].dim(stored)}-d) in {store.path}: fitted on "
                f"{derived['fit_splits']} ({derived['n_fit']} + {derived['n_val']} samples), "
-               f"best epoch {derived['best_epoch']}, seed {seed}")
+               f"best epoch {derived['best_epoch']}, seed {derived['params']['seed']}")

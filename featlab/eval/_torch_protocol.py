@@ -69,13 +69,19 @@ def train_with_protocol(
     scores such as minus the log-loss).
 
     Randomness: the batch order comes from ``generator``; dropout (if the module has any) draws
-    from torch's global CPU generator, which is forked and seeded from ``generator`` for the
-    duration, so a fit is repeatable and the caller's global RNG state is left as it was.
+    from torch's global generator (CPU, and the CUDA device trained on), which is forked and
+    seeded with ``generator``'s seed for the duration, so a fit is repeatable and the caller's
+    global RNG state is left as it was.
     """
     import torch
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    if not any(isinstance(m, torch.nn.Dropout) for m in module.modules()):
+        return _train(module, data, schedule, device, generator)
+    # Seeded from the generator's seed without drawing from it, so the batch order is the same
+    # with or without dropout in the module.
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(generator.initial_seed())
         return _train(module, data, schedule, device, generator)
 
 

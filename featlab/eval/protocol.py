@@ -70,7 +70,9 @@ class ProbeConfig:
             raise InvalidArgumentError(f"index must be one of {INDEXES}; got {self.index!r}")
         if not self.ks or min(self.ks) < 1:
             raise InvalidArgumentError(f"k values must be >= 1; got {self.ks}")
-        if self.token_dim not in (None, 1, 512):
+        if self.token_dim == 512:  # a token per model: the default, recorded as None
+            object.__setattr__(self, "token_dim", None)
+        if self.token_dim not in (None, 1):
             raise InvalidArgumentError(
                 f"token_dim must be None (a 512-d token per model) or 1 (the DVME listing's "
                 f"1-d tokens); got {self.token_dim!r}"
@@ -220,7 +222,7 @@ def run_probe(
     usable = np.zeros(ds.n, dtype=bool)
     usable[ds.rows(model)] = True  # written and not bad; raises if incomplete
     plan = plan or plan_for(ds, config)
-    refuse_fit_split(ds, model, plan)
+    refuse_fit_split(ds, model, plan, config.method)
     return evaluate_rows(ds, model, [model], usable, config, plan=plan,
                          identity=_identity(ds, model))
 
@@ -284,24 +286,51 @@ def evaluate_rows(
     return run
 
 
-def refuse_fit_split(ds: DatasetGroup, model: str, plan: LowShotPlan) -> None:
-    """Refuse scoring a derived model (e.g. a fitted DVME fusion) on rows it was fitted on.
+def refuse_fit_split(
+    ds: DatasetGroup, model: str, plan: LowShotPlan, method: str = "knn"
+) -> None:
+    """Refuse evaluations a derived model (e.g. a fitted DVME fusion) would inflate.
+
+    Its features were trained with the labels of its ``fit_splits`` (its own and its sources'),
+    so scoring rows of those splits, or calling a training subset of them "low-shot" (the
+    features have seen every label of the split), would overstate how good it is.
 
     Raises:
-        InvalidArgumentError: The model's provenance names a fit split that the test rows of
-            ``plan`` belong to.
+        InvalidArgumentError: The test rows of ``plan`` belong to a fit split; or the plan's
+            training sizes are not all ``all`` while training rows come from a fit split; or
+            its val rows were held out of a split the model was trained on.
     """
     derived = ds.model_attrs(model).get("derived") or {}
     fitted = set(derived.get("fit_splits") or ())
-    if not fitted or not len(plan.test):
+    if not fitted:
         return
-    overlap = sorted(fitted & set(np.unique(ds.splits[plan.test]).tolist()))
-    if overlap:
+    where = (f"{model!r} was fitted on the {sorted(fitted)} split(s) of {ds.name!r} (its "
+             f"provenance: {derived.get('method')}, sources {derived.get('sources')})")
+    splits = ds.splits
+    scored = fitted & set(np.unique(splits[plan.test]).tolist())
+    if scored:
         raise InvalidArgumentError(
-            f"{model!r} was fitted on the {overlap} split(s) of {ds.name!r} (its provenance: "
-            f"{derived.get('method')}, sources {derived.get('sources')}), which are also the "
-            "split scored here: its scores would be inflated. Fit the fused model on train "
-            "(the default of `featlab fuse`) and evaluate on test."
+            f"{where}, which includes the {sorted(scored)} split scored here: its scores would "
+            "be inflated. Fit the fused model on train (`featlab fuse`'s default) and evaluate "
+            "on test."
+        )
+    trained_on = set(np.unique(splits[np.concatenate([f.train for f in plan.folds])]).tolist())
+    if trained_on & fitted and any(f.size.kind != "all" for f in plan.folds):
+        raise InvalidArgumentError(
+            f"{where}: its features have seen every label of those splits, so a low-shot "
+            f"evaluation ({', '.join(sorted({f.size.label for f in plan.folds}))}) would claim "
+            "fewer labels than it used. Evaluate it with all training samples (--shots all), "
+            "or fuse on fewer labels."
+        )
+    if method == "knn":  # kNN selects nothing on val
+        return
+    selection = set(np.unique(splits[plan.val]).tolist()) if len(plan.val) else set()
+    trained = set(derived.get("trained_splits") or ())
+    if selection & trained:
+        raise InvalidArgumentError(
+            f"{where}: the dataset has no val split, so the probe would pick its epoch on rows "
+            f"held out of {sorted(selection & trained)}, which the model was trained on. Give "
+            "the dataset a val split, or evaluate with kNN."
         )
 
 
@@ -412,8 +441,10 @@ def _linear(
             info[attr.rstrip("_")] = value.item() if hasattr(value, "item") else value
     if config.method == "dvme":
         # Appendix F: the attention between model tokens, averaged over test samples.
-        attention = probe.mean_attention(data.x_test)
-        info["attention"] = None if attention is None else np.round(attention, 6).tolist()
+        attention = probe.mean_attention(data.x_test, seed=config.seed)
+        if attention is not None:
+            info["attention"] = np.round(attention[0], 6).tolist()
+            info["attention_rows"] = attention[1]
         info["attention_models"] = data.models
     return {config.method: scores.astype(np.float32)}, info
 

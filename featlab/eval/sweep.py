@@ -68,7 +68,14 @@ def evaluate_store(
             out.skipped.extend((name, m, str(err)) for m in chosen)
             continue
         if config.method == "dvme":
-            _fuse_dataset(ds, chosen, config, plan, save, out, on_run)
+            if not models:  # fusing fused models is allowed, but only when asked for
+                chosen = [m for m in chosen if not ds.model_attrs(m).get("derived")]
+            try:
+                _fuse_dataset(ds, chosen, config, plan, save, out, on_run)
+            except FeatlabError as err:
+                if strict:
+                    raise
+                out.skipped.append((name, "+".join(chosen), str(err)))
             continue
         for model in chosen:
             try:
@@ -94,26 +101,32 @@ def evaluate_store(
 
 
 def _fuse_dataset(ds, models, config, plan, save, out: SweepResult, on_run) -> None:
-    """DVME over ``models`` of ``ds``, after the linear probe of each on the same plan (the
-    baselines of the DVME paper's Table 4); the best of them per size goes with the DVME run."""
+    """DVME over ``models`` of ``ds``, after the linear probe of each on the same plan and the
+    same rows (the samples every model embedded) — the baselines of the DVME paper's Table 4;
+    the best of them per size goes with the DVME run."""
     from dataclasses import replace
 
+    from featlab.eval.protocol import _identity, evaluate_rows, refuse_fit_split
     from featlab.eval.results import save_run
-    from featlab.fusion.evaluate import best_single, check_fusable, run_dvme
+    from featlab.fusion.evaluate import best_single, check_fusable, run_dvme, usable_rows
 
     models = check_fusable(ds, models)
     linear = replace(config, method="linear", attention=True, token_dim=None)
+    shared = usable_rows(ds, models)
     baselines = []
     for model in models:
-        run = run_probe(ds, model, linear, plan=plan)
-        if save:
-            save_run(ds, run)
-        baselines.append(run)
+        refuse_fit_split(ds, model, plan, "linear")
+        baselines.append(evaluate_rows(ds, model, [model], shared, linear, plan=plan,
+                                       identity=_identity(ds, model)))
     fused = run_dvme(ds, models, config, plan=plan)
-    fused.plan["best_single"] = best_single(baselines)
+    runs = [*baselines, fused]
+    if save:
+        for run in baselines:
+            save_run(ds, run)
+    fused.plan["best_single"] = best_single(baselines)  # after saving: with the run ids
     if save:
         save_run(ds, fused)
-    for run in (*baselines, fused):
+    for run in runs:
         out.runs.append(run)
         if on_run:
             on_run(run)

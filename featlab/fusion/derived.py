@@ -41,12 +41,13 @@ def fuse_into_store(
     Args:
         ds: A dataset of a store opened with ``mode="a"``.
         models: At least two complete models of ``ds``.
-        name: The new model's name (default ``dvme(a+b+...)``).
+        name: The new model's name (default ``fused-dvme(a+b+...)``; not ``dvme(...)``, the
+            name of DVME's protocol runs).
         config: ``seed``, ``attention``, ``token_dim``, ``standardize``, ``device`` and
             ``metric`` (the validation score that chooses the epoch) are used.
         fit_split: The split trained on; ``val`` (if the dataset has one and it is not the fit
             split) chooses the epoch, else a seeded 10 % of ``fit_split`` does.
-        overwrite: Replace a stored model of that name.
+        overwrite: Refit and replace a stored model of that name (else storing is refused).
         estimator: A configured, unfitted :class:`DVMEClassifier` to use instead of the
             defaults (tests use a small one); its ``dims`` are set here.
 
@@ -54,8 +55,8 @@ def fuse_into_store(
         The stored model's name.
 
     Raises:
-        InvalidArgumentError: Fewer than two models, or ``fit_split`` has no usable sample.
-        ModelMismatchError: A different model of that name is stored (use ``overwrite``).
+        InvalidArgumentError: Fewer than two models, ``fit_split`` has no usable labelled
+            sample, or a model of that name is stored and ``overwrite`` is False.
     """
     from sklearn.base import clone
 
@@ -64,36 +65,50 @@ def fuse_into_store(
 
     config = config or ProbeConfig(method="dvme")
     models = check_fusable(ds, models)
-    name = name or dvme_name(models, config)
+    name = name or f"fused-{dvme_name(models, config)}"
+    if name in ds.all_models() and not overwrite:
+        raise InvalidArgumentError(
+            f"{ds.name!r} already has a model named {name!r}; pass overwrite=True (--overwrite) "
+            "to refit and replace it, or choose another name"
+        )
     usable = usable_rows(ds, models)
-    fit = np.flatnonzero(usable & (ds.splits == fit_split))
-    val = np.flatnonzero(usable & (ds.splits == "val")) if fit_split != "val" else np.empty(0, int)
+    labels = ds.labels
+    known = (labels >= 0).any(axis=1) if labels.ndim == 2 else labels >= 0  # -1 = unknown
+    fit = np.flatnonzero(usable & known & (ds.splits == fit_split))
     if not len(fit):
         raise InvalidArgumentError(
-            f"split {fit_split!r} of {ds.name!r} has no sample usable by all of {models}; "
-            f"splits present: {sorted(set(ds.splits.tolist()))}"
+            f"split {fit_split!r} of {ds.name!r} has no labelled sample usable by all of "
+            f"{models}; splits present: {sorted(set(ds.splits.tolist()))}"
         )
+    classes = None if labels.ndim == 2 else np.unique(labels[fit])
+    val = np.flatnonzero(usable & known & (ds.splits == "val")) if fit_split != "val" else fit[:0]
+    if classes is not None:  # val samples of classes never trained on cannot be scored
+        val = val[np.isin(labels[val], classes)]
     est = clone(estimator) if estimator is not None else dvme.DVMEClassifier(
         proj_dim=dvme.PROJ_DIM, heads=dvme.HEADS, attention=config.attention,
         token_dim=config.token_dim, seed=config.seed, device=config.device,
         standardize=config.standardize,
     )
-    labels = ds.labels
-    classes = None if labels.ndim == 2 else np.unique(labels[fit])
     est.set_params(dims=tuple(ds.dim(m) for m in models), scoring=_scoring(ds, config, classes))
     read = lambda rows: np.hstack([ds.values_at(m, rows) for m in models])  # noqa: E731
     eval_set = (read(val), labels[val]) if len(val) else None
     est.fit(read(fit), labels[fit], eval_set=eval_set)
+    inherited = [ds.model_attrs(m).get("derived") or {} for m in models]
+    trained = sorted({fit_split}.union(*(d.get("trained_splits", ()) for d in inherited)))
+    fitted = sorted({fit_split, *(["val"] if len(val) else [])}.union(
+        *(d.get("fit_splits", ()) for d in inherited)))
     provenance = {
         "method": "dvme", "sources": list(models),
         "source_identities": {m: _identity(ds, m) for m in models},
-        "fit_splits": [fit_split] + (["val"] if len(val) else []),
-        "n_fit": len(fit), "n_val": len(val), "seed": int(config.seed),
-        "attention": bool(est.attention), "token_dim": est.token_dim,
-        "standardize": bool(est.standardize), "best_epoch": int(est.best_epoch_),
+        # Labels seen, by this fit or any derived source's (a fused model of fused models
+        # inherits them): the protocol refuses to score or low-shot-train on these splits.
+        "fit_splits": fitted, "trained_splits": trained,
+        "n_fit": len(fit), "n_val": len(val),
         "val_metric": config.metric or dataset_metric(ds),
+        "best_epoch": int(est.best_epoch_),
+        "params": {k: v for k, v in est.get_params().items() if k not in ("scoring", "dims")},
     }
-    _write(ds, name, est, read, usable, provenance, overwrite)
+    _write(ds, name, est, read, usable, provenance)
     return name
 
 
@@ -110,19 +125,17 @@ def _scoring(ds: DatasetGroup, config: ProbeConfig, classes: np.ndarray | None):
     return score
 
 
-def _write(ds, name: str, est, read, usable: np.ndarray, provenance: dict[str, Any],
-           overwrite: bool) -> None:
+def _write(ds, name: str, est, read, usable: np.ndarray, provenance: dict[str, Any]) -> None:
     identity = {
-        "spec": {"derived": "dvme", "sources": provenance["sources"],
-                 "attention": provenance["attention"], "token_dim": provenance["token_dim"]},
+        "spec": {"derived": "dvme", "sources": provenance["sources"], **provenance["params"]},
         "weights": {"source_identities": provenance["source_identities"],
-                    "fit_splits": provenance["fit_splits"], "seed": provenance["seed"]},
+                    "fit_splits": provenance["fit_splits"]},
         "precision": "fp32",
     }
     dim = int(est.proj_dim)
     with ds.open_writer(name, dim=dim, chunk_rows=L.chunk_rows_for(dim, WRITE_ROWS),
                         identity=identity, attrs={"derived": provenance},
-                        overwrite=overwrite) as writer:
+                        overwrite=True) as writer:  # refused above unless asked
         chunk = writer.chunk_rows
         for lo in range(0, ds.n, chunk):
             rows = np.arange(lo, min(lo + chunk, ds.n))

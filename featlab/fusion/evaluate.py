@@ -82,7 +82,7 @@ def run_dvme(
     models = check_fusable(ds, models)
     plan = plan or plan_for(ds, config)
     for m in models:
-        refuse_fit_split(ds, m, plan)
+        refuse_fit_split(ds, m, plan, config.method)
     identity = {"sources": {m: _identity(ds, m) for m in models}}
     return evaluate_rows(ds, dvme_name(models, config), models, usable_rows(ds, models), config,
                          plan=plan, identity=identity)

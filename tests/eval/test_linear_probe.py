@@ -147,14 +147,8 @@ def test_separable_data_is_learned_and_shuffled_labels_are_not():
     kw = {"lr": 0.02, "min_epochs": 5, "max_epochs": 10}
     probe = LinearProbe(**kw).fit(x[:1000], y[:1000])
     assert (probe.predict(x[1000:]) == y[1000:]).mean() > 0.95
-    # One fit on shuffled labels lands anywhere in ~0.35-0.65 (its direction is noise); the
-    # mean over seeds and shufflings is what must sit at chance.
-    chance = [
-        (LinearProbe(**kw, seed=s).fit(x[:1000], rng.permutation(y[:1000])).predict(x[1000:])
-         == y[1000:]).mean()
-        for s in range(4)
-    ]
-    assert abs(np.mean(chance) - 0.5) < 0.08
+    chance = LinearProbe(**kw).fit(x[:1000], rng.permutation(y[:1000]))
+    assert abs((chance.predict(x[1000:]) == y[1000:]).mean() - 0.5) < 0.1
 
 
 def test_multiclass_and_string_labels():

@@ -9,8 +9,10 @@ from click.testing import CliRunner
 
 from featlab.cli.main import cli
 from featlab.errors import InvalidArgumentError
+from featlab.eval.lowshot import parse_sizes
 from featlab.eval.protocol import ProbeConfig, run_probe
 from featlab.eval.results import load_run
+from featlab.eval.sweep import evaluate_store
 from featlab.fusion import dvme, fuse_into_store, run_dvme
 from featlab.fusion.dvme import DVMEClassifier
 from featlab.store import open_store
@@ -44,11 +46,13 @@ def test_shapes_attention_rows_and_learning(kw):
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-6)
     assert model.transform(x[:7]).shape == (7, 32)
     assert (model.predict(x[200:]) == y[200:]).mean() > 0.9
-    attention = model.mean_attention(x[200:])
+    attention = model.mean_attention(x[200:], max_rows=60)
     if kw.get("attention") is False:
         assert attention is None
         assert model.net_.attn is None
     else:
+        attention, rows = attention
+        assert rows == 60  # a seeded sample of the 100
         assert attention.shape == (2, 2)
         np.testing.assert_allclose(attention.sum(axis=1), 1, atol=1e-6)
         assert (attention >= 0).all()
@@ -123,24 +127,44 @@ def test_protocol_run_records_attention_and_refuses_one_model(synthetic_store, s
         run_probe(ds, "a", config)
 
 
-def test_fused_model_provenance_knn_and_refusal(synthetic_store):
+def test_fused_model_provenance_knn_and_refusals(synthetic_store):
     path = synthetic_store(n=240, d=8, models={"a": 2.0, "b": 1.0})
     ds = open_store(path, mode="a")["toy"]
-    small = DVMEClassifier(**FAST)
+    small = DVMEClassifier(**FAST, seed=3)
     name = fuse_into_store(ds, ["a", "b"], estimator=small)
-    assert name == "dvme(a+b)"
+    assert name == "fused-dvme(a+b)"
     assert ds.dim(name) == 32
     assert name in ds.models
     derived = ds.model_attrs(name)["derived"]
     assert derived["sources"] == ["a", "b"]
     assert derived["fit_splits"] == ["train", "val"]
+    assert derived["trained_splits"] == ["train"]
     assert derived["n_fit"] == int((ds.splits == "train").sum())
-    assert derived["seed"] == 0
+    assert derived["params"]["seed"] == 3  # the estimator's, as trained
     knn = run_probe(ds, name, ProbeConfig(method="knn", folds=1, ks=(5,)))
     assert knn.summary[0].mean > 0.8
+    # Low-shot subsets of a split whose every label the features have seen: refused.
+    with pytest.raises(InvalidArgumentError, match="would claim fewer labels"):
+        run_probe(ds, name, ProbeConfig(method="knn", folds=1, ks=(5,),
+                                        sizes=parse_sizes("30,all")))
+    with pytest.raises(InvalidArgumentError, match="already has a model named"):
+        fuse_into_store(ds, ["a", "b"], estimator=small)
     leaky = fuse_into_store(ds, ["a", "b"], name="fit-on-test", fit_split="test", estimator=small)
-    with pytest.raises(InvalidArgumentError, match="fitted on the \\['test'\\] split"):
+    with pytest.raises(InvalidArgumentError, match="includes the \\['test'\\] split scored"):
         run_probe(ds, leaky, ProbeConfig(method="knn", folds=1, ks=(5,)))
+    # Fusing the leaky model again does not launder its fit split.
+    laundered = fuse_into_store(ds, [leaky, "a"], name="laundered", estimator=small)
+    assert "test" in ds.model_attrs(laundered)["derived"]["fit_splits"]
+    with pytest.raises(InvalidArgumentError, match="scored here"):
+        run_probe(ds, laundered, ProbeConfig(method="knn", folds=1, ks=(5,)))
+
+
+def test_fuse_leaves_out_unlabelled_samples(synthetic_store):
+    ds = open_store(synthetic_store(n=200, d=8, models={"a": 2.0, "b": 1.0}), mode="a")["toy"]
+    train = np.flatnonzero(ds.splits == "train")
+    ds.labels[train[:5]] = -1  # unknown labels, as readers record them (in the loaded copy)
+    name = fuse_into_store(ds, ["a", "b"], estimator=DVMEClassifier(**FAST))
+    assert ds.model_attrs(name)["derived"]["n_fit"] == len(train) - 5
 
 
 def test_cli_probe_dvme_beside_best_single_and_fuse(synthetic_store, small_dvme):
@@ -163,3 +187,24 @@ def test_cli_probe_dvme_beside_best_single_and_fuse(synthetic_store, small_dvme)
                               "--store", str(path)])
     assert out.exit_code == 0, out.output
     assert "stored 'fused' (32-d)" in out.output
+
+
+def test_sweep_skips_a_dataset_without_two_models_and_baselines_share_rows(
+    tmp_path, small_dvme, embedding_writer
+):
+    from conftest import make_store
+
+    path = make_store(tmp_path / "s.zarr", n=200, d=8, models={"a": 2.0, "b": 1.0})
+    make_store(tmp_path / "s.zarr", n=100, d=8, models={"a": 2.0}, name="aaa")
+    store = open_store(path, mode="a")
+    ds = store["toy"]
+    synthetic, write = embedding_writer
+    bad = np.zeros(ds.n, dtype=bool)
+    bad[np.flatnonzero(ds.splits == "test")[:7]] = True  # b could not embed 7 test images
+    write(ds, "c", synthetic(ds.labels, 8, 1.0, 9), bad=bad)
+    result = evaluate_store(store, ProbeConfig(method="dvme", folds=1), models=["a", "c"],
+                            save=False)
+    assert [s[0] for s in result.skipped] == ["aaa"]
+    scored = {run.model: len(run.test_rows) for run in result.runs}
+    assert scored == {"a": scored["c"], "c": scored["c"], "dvme(a+c)": scored["c"]}
+    assert scored["c"] == int((ds.splits == "test").sum()) - 7
