@@ -28,7 +28,7 @@ from featlab.eval._probe_common import (
     check_seed,
     prepare_fit,
 )
-from featlab.eval._torch_protocol import Schedule, train_with_protocol
+from featlab.eval._torch_protocol import schedule_of, train_with_protocol
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -207,17 +207,10 @@ class LinearProbe(LinearProbeBase):
         with torch.no_grad():
             model.weight.copy_(torch.rand(k, d, generator=gen) * (2 * bound) - bound)
             model.bias.copy_(torch.rand(k, generator=gen) * (2 * bound) - bound)
-        fit = train_with_protocol(model, data, self._schedule(), device=device, generator=gen)
+        fit = train_with_protocol(model, data, schedule_of(self), device=device, generator=gen)
         self.best_epoch_ = fit.best_epoch
         self.best_score_ = fit.best_score
         self.n_epochs_ = len(fit.history)
         self.history_ = fit.history
         return model.weight.detach().cpu().numpy(), model.bias.detach().cpu().numpy()
 
-    def _schedule(self) -> Schedule:
-        return Schedule(
-            lr=self.lr, batch_size=self.batch_size, min_epochs=self.min_epochs,
-            max_epochs=self.max_epochs, patience=self.patience,
-            plateau_patience=self.plateau_patience, plateau_factor=self.plateau_factor,
-            weight_decay=self.weight_decay,
-        )

@@ -46,7 +46,7 @@ from featlab.eval._probe_common import (
     prepare_fit,
     standardize,
 )
-from featlab.eval._torch_protocol import Schedule, predict_proba_blocks, train_with_protocol
+from featlab.eval._torch_protocol import predict_proba_blocks, schedule_of, train_with_protocol
 
 PROJ_DIM = 512  # Section 5.6: "project each embedding into a fixed size of 512"
 DROPOUT = 0.2  # Appendix C / listing
@@ -239,7 +239,7 @@ class DVMEClassifier(ClassifierMixin, BaseEstimator):
             net = _dvme_net(dims, n_out, proj_dim=self.proj_dim, attention=self.attention,
                             token_dim=token_dim, heads=self.heads, dropout=self.dropout)
         net = net.to(device)
-        fit = train_with_protocol(net, data, self._schedule(), device=device, generator=gen)
+        fit = train_with_protocol(net, data, schedule_of(self), device=device, generator=gen)
         self.net_ = net
         self.classes_ = targets.classes
         self.multilabel_ = targets.multilabel
@@ -249,13 +249,6 @@ class DVMEClassifier(ClassifierMixin, BaseEstimator):
         self.n_epochs_, self.history_ = len(fit.history), fit.history
         return self
 
-    def _schedule(self) -> Schedule:
-        return Schedule(
-            lr=self.lr, batch_size=self.batch_size, min_epochs=self.min_epochs,
-            max_epochs=self.max_epochs, patience=self.patience,
-            plateau_patience=self.plateau_patience, plateau_factor=self.plateau_factor,
-            weight_decay=self.weight_decay,
-        )
 
     def _blocks(self, X: Any):
         import torch
