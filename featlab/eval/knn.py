@@ -113,6 +113,8 @@ def knn_search(
                 torch.mm(q[ql : ql + len(sims)], rows.T, out=sims)
                 top.push(sims.numpy(), ids, ql)
         offset += len(block)
+        # Let go of this block before the stream reads the next: two would be alive at once.
+        del b, block, rows
     if not 1 <= k <= offset:
         raise InvalidArgumentError(f"k must be in 1..{offset} (the base size); got {k}")
     return top.result()
