@@ -33,6 +33,27 @@ _STATS_BLOCK = 8192  # rows per block of the float64 mean/std accumulation
 _EPS = 1e-15  # probability clip of the log-loss (scikit-learn's log_loss clips the same way)
 
 
+# --------------------------------------------------------------------------- parameters
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int ``>= minimum``; raises :class:`InvalidArgumentError` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an int >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, low: float, high: float | None = None) -> float:
+    """``value`` as a finite float in ``[low, high)``; raises :class:`InvalidArgumentError`."""
+    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool)
+    if ok and (value < low or (high is not None and value >= high) or not np.isfinite(value)):
+        ok = False
+    if not ok:
+        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
+        raise InvalidArgumentError(f"{name} must be a number {bound}; got {value!r}")
+    return float(value)
+
+
 # --------------------------------------------------------------------------- targets
 
 

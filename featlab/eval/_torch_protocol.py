@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featlab.eval._probe_common import PREDICT_BLOCK, FitData, proba_from_logits
+from featlab.errors import InvalidArgumentError
+from featlab.eval._probe_common import (
+    PREDICT_BLOCK,
+    FitData,
+    check_float,
+    check_int,
+    proba_from_logits,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -40,9 +47,28 @@ class Schedule:
     plateau_factor: float = 0.1
     weight_decay: float = 0.0
 
+    def __post_init__(self) -> None:
+        """Raises :class:`InvalidArgumentError` for a parameter out of range."""
+        check_float("lr", self.lr, 0.0)
+        if self.lr <= 0:
+            raise InvalidArgumentError(f"lr must be > 0; got {self.lr!r}")
+        for name, minimum in (("batch_size", 1), ("min_epochs", 1), ("max_epochs", 1),
+                              ("patience", 1), ("plateau_patience", 0)):
+            check_int(name, getattr(self, name), minimum)
+        if self.min_epochs > self.max_epochs:
+            raise InvalidArgumentError(
+                f"min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs})"
+            )
+        check_float("plateau_factor", self.plateau_factor, 0.0, 1.0)
+        if self.plateau_factor <= 0:
+            raise InvalidArgumentError(
+                f"plateau_factor must be in (0, 1); got {self.plateau_factor!r}"
+            )
+        check_float("weight_decay", self.weight_decay, 0.0)
+
 
 def schedule_of(estimator: Any) -> Schedule:
-    """The :class:`Schedule` named by an estimator's parameters of the same names."""
+    """The :class:`Schedule` named by an estimator's parameters of the same names (checked)."""
     return Schedule(**{f.name: getattr(estimator, f.name) for f in fields(Schedule)})
 
 

@@ -28,23 +28,7 @@ from featlab.eval._probe_common import (
     check_seed,
     prepare_fit,
 )
-from featlab.eval._torch_protocol import schedule_of, train_with_protocol
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, low: float, high: float | None = None) -> float:
-    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool)
-    if ok and (value < low or (high is not None and value >= high) or not np.isfinite(value)):
-        ok = False
-    if not ok:
-        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise InvalidArgumentError(f"{name} must be a number {bound}; got {value!r}")
-    return float(value)
+from featlab.eval._torch_protocol import Schedule, schedule_of, train_with_protocol
 
 
 def _resolve_device(name: Any) -> Any:
@@ -142,26 +126,6 @@ class LinearProbe(LinearProbeBase):
         self.device = device
         self.seed = seed
 
-    def _check_params(self) -> None:
-        _check_float("lr", self.lr, 0.0)
-        if self.lr <= 0:
-            raise InvalidArgumentError(f"lr must be > 0; got {self.lr!r}")
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("min_epochs", self.min_epochs, 1)
-        _check_int("max_epochs", self.max_epochs, 1)
-        if self.min_epochs > self.max_epochs:
-            raise InvalidArgumentError(
-                f"min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs})"
-            )
-        _check_int("patience", self.patience, 1)
-        _check_int("plateau_patience", self.plateau_patience, 0)
-        _check_float("plateau_factor", self.plateau_factor, 0.0, 1.0)
-        if self.plateau_factor <= 0:
-            raise InvalidArgumentError(
-                f"plateau_factor must be in (0, 1); got {self.plateau_factor!r}"
-            )
-        _check_float("weight_decay", self.weight_decay, 0.0)
-
     def fit(self, X: Any, y: Any, *, eval_set: tuple[Any, Any] | None = None) -> LinearProbe:
         """Train with the DVME schedule and keep the best validation epoch.
 
@@ -178,7 +142,7 @@ class LinearProbe(LinearProbeBase):
             InvalidArgumentError: For malformed inputs or parameters, a single-class training
                 set, an unavailable device, or a non-finite validation score.
         """
-        self._check_params()
+        schedule = schedule_of(self)  # checks the schedule parameters
         device = _resolve_device(self.device)
         data = prepare_fit(
             self,
@@ -190,11 +154,13 @@ class LinearProbe(LinearProbeBase):
             seed=check_seed(self.seed),
             scoring=self.scoring,
         )
-        coef, intercept = self._train(data, device)
+        coef, intercept = self._train(data, device, schedule)
         self._set_fitted(data, coef, intercept)
         return self
 
-    def _train(self, data: FitData, device: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _train(
+        self, data: FitData, device: Any, schedule: Schedule
+    ) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         d = data.x_train.shape[1]
@@ -207,7 +173,7 @@ class LinearProbe(LinearProbeBase):
         with torch.no_grad():
             model.weight.copy_(torch.rand(k, d, generator=gen) * (2 * bound) - bound)
             model.bias.copy_(torch.rand(k, generator=gen) * (2 * bound) - bound)
-        fit = train_with_protocol(model, data, schedule_of(self), device=device, generator=gen)
+        fit = train_with_protocol(model, data, schedule, device=device, generator=gen)
         self.best_epoch_ = fit.best_epoch
         self.best_score_ = fit.best_score
         self.n_epochs_ = len(fit.history)

@@ -10,7 +10,7 @@ indices used — everything :mod:`featlab.eval.results` saves and ``featlab comp
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -219,12 +219,32 @@ def run_probe(
             "DVME fuses several models: call featlab.fusion.run_dvme(ds, [model_a, model_b, "
             "...], config), or `featlab probe --method dvme --model a,b`"
         )
-    usable = np.zeros(ds.n, dtype=bool)
-    usable[ds.rows(model)] = True  # written and not bad; raises if incomplete
+    usable = usable_rows(ds, [model])
     plan = plan or plan_for(ds, config)
     refuse_fit_split(ds, model, plan, config.method)
     return evaluate_rows(ds, model, [model], usable, config, plan=plan,
                          identity=_identity(ds, model))
+
+
+def usable_rows(ds: DatasetGroup, models: Sequence[str]) -> np.ndarray:
+    """``(n,)`` bool: rows written and not bad in every model (the samples all of them see).
+
+    Raises:
+        IncompleteEmbeddingError: A model is not complete.
+    """
+    usable = np.ones(ds.n, dtype=bool)
+    for m in models:
+        mask = np.zeros(ds.n, dtype=bool)
+        mask[ds.rows(m)] = True
+        usable &= mask
+    return usable
+
+
+def read_side_by_side(ds: DatasetGroup, models: Sequence[str], rows: np.ndarray) -> np.ndarray:
+    """``(len(rows), sum of dims)`` float32: the models' embeddings of ``rows``, concatenated."""
+    if len(models) == 1:
+        return ds.values_at(models[0], rows)
+    return np.hstack([ds.values_at(m, rows) for m in models])
 
 
 def evaluate_rows(
@@ -351,9 +371,7 @@ class _ModelData:
         self.dim = sum(self.dims)
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
-        if len(self.models) == 1:
-            return self.ds.values_at(self.models[0], rows)
-        return np.hstack([self.ds.values_at(m, rows) for m in self.models])
+        return read_side_by_side(self.ds, self.models, rows)
 
     @cached_property
     def x_val(self) -> np.ndarray | None:

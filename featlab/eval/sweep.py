@@ -106,9 +106,9 @@ def _fuse_dataset(ds, models, config, plan, save, out: SweepResult, on_run) -> N
     the best of them per size goes with the DVME run."""
     from dataclasses import replace
 
-    from featlab.eval.protocol import _identity, evaluate_rows, refuse_fit_split
+    from featlab.eval.protocol import _identity, evaluate_rows, refuse_fit_split, usable_rows
     from featlab.eval.results import save_run
-    from featlab.fusion.evaluate import best_single, check_fusable, run_dvme, usable_rows
+    from featlab.fusion.evaluate import best_single, check_fusable, run_dvme
 
     models = check_fusable(ds, models)
     linear = replace(config, method="linear", attention=True, token_dim=None)

@@ -10,13 +10,14 @@ protocol refuses to score it on them (:func:`featlab.eval.protocol.refuse_fit_sp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from featlab.errors import InvalidArgumentError
-from featlab.eval.protocol import ProbeConfig, _identity
-from featlab.fusion.evaluate import check_fusable, dvme_name, usable_rows
+from featlab.eval.protocol import ProbeConfig, _identity, read_side_by_side, usable_rows
+from featlab.fusion.evaluate import check_fusable, dvme_name
 from featlab.store import _layout as L
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def fuse_into_store(
         standardize=config.standardize,
     )
     est.set_params(dims=tuple(ds.dim(m) for m in models), scoring=_scoring(ds, config, classes))
-    read = lambda rows: np.hstack([ds.values_at(m, rows) for m in models])  # noqa: E731
+    read = partial(read_side_by_side, ds, models)
     eval_set = (read(val), labels[val]) if len(val) else None
     est.fit(read(fit), labels[fit], eval_set=eval_set)
     inherited = [ds.model_attrs(m).get("derived") or {} for m in models]

@@ -41,7 +41,9 @@ from featlab.eval._probe_common import (
     PREDICT_BLOCK,
     Scoring,
     check_features,
+    check_float,
     check_fraction,
+    check_int,
     check_seed,
     prepare_fit,
     standardize,
@@ -176,18 +178,9 @@ class DVMEClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
 
     def _check_params(self, n_features: int) -> tuple[list[int], int]:
-        from featlab.eval.linear_probe import LinearProbe, _check_float, _check_int
-
-        # The schedule's checks are the linear probe's (same parameters, same meaning).
-        LinearProbe(
-            lr=self.lr, batch_size=self.batch_size, min_epochs=self.min_epochs,
-            max_epochs=self.max_epochs, patience=self.patience,
-            plateau_patience=self.plateau_patience, plateau_factor=self.plateau_factor,
-            weight_decay=self.weight_decay,
-        )._check_params()
-        _check_int("proj_dim", self.proj_dim, 1)
-        _check_int("heads", self.heads, 1)
-        _check_float("dropout", self.dropout, 0.0, 1.0)
+        check_int("proj_dim", self.proj_dim, 1)
+        check_int("heads", self.heads, 1)
+        check_float("dropout", self.dropout, 0.0, 1.0)
         dims = [int(d) for d in self.dims]
         if len(dims) < 2 or min(dims) < 1:
             raise InvalidArgumentError(
@@ -225,6 +218,7 @@ class DVMEClassifier(ClassifierMixin, BaseEstimator):
         from featlab.eval.linear_probe import _resolve_device
 
         device = _resolve_device(self.device)
+        schedule = schedule_of(self)  # checks the schedule parameters
         data = prepare_fit(
             self, X, y, eval_set, standardize_features=bool(self.standardize),
             validation_fraction=check_fraction(self.validation_fraction),
@@ -239,7 +233,7 @@ class DVMEClassifier(ClassifierMixin, BaseEstimator):
             net = _dvme_net(dims, n_out, proj_dim=self.proj_dim, attention=self.attention,
                             token_dim=token_dim, heads=self.heads, dropout=self.dropout)
         net = net.to(device)
-        fit = train_with_protocol(net, data, schedule_of(self), device=device, generator=gen)
+        fit = train_with_protocol(net, data, schedule, device=device, generator=gen)
         self.net_ = net
         self.classes_ = targets.classes
         self.multilabel_ = targets.multilabel

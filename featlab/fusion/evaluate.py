@@ -21,6 +21,7 @@ from featlab.eval.protocol import (
     evaluate_rows,
     plan_for,
     refuse_fit_split,
+    usable_rows,
 )
 
 if TYPE_CHECKING:
@@ -49,16 +50,6 @@ def check_fusable(ds: DatasetGroup, models: Sequence[str]) -> list[str]:
             f"--model a,b (stored: {', '.join(ds.models) or 'none'})"
         )
     return chosen
-
-
-def usable_rows(ds: DatasetGroup, models: Sequence[str]) -> np.ndarray:
-    """``(n,)`` bool: rows written and not bad in every model (the samples all of them see)."""
-    usable = np.ones(ds.n, dtype=bool)
-    for m in models:
-        mask = np.zeros(ds.n, dtype=bool)
-        mask[ds.rows(m)] = True  # raises if the model is incomplete
-        usable &= mask
-    return usable
 
 
 def run_dvme(

@@ -104,6 +104,13 @@ def test_bad_arguments():
         DVMEClassifier((6, 10), token_dim=8, **FAST).fit(x, y)
     with pytest.raises(InvalidArgumentError, match="token_dim"):
         ProbeConfig(method="dvme", token_dim=7)
+    # The linear probe's schedule checks hold for DVME too.
+    with pytest.raises(InvalidArgumentError, match="batch_size must be an int >= 1"):
+        DVMEClassifier((6, 10), **{**FAST, "batch_size": 0}).fit(x, y)
+    with pytest.raises(InvalidArgumentError, match="must not exceed max_epochs"):
+        DVMEClassifier((6, 10), **{**FAST, "min_epochs": 9}).fit(x, y)
+    with pytest.raises(InvalidArgumentError, match="heads must be an int >= 1"):
+        DVMEClassifier((6, 10), **{**FAST, "heads": 0}).fit(x, y)
 
 
 def test_protocol_run_records_attention_and_refuses_one_model(synthetic_store, small_dvme):
