@@ -75,6 +75,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "plot_cmd",
         "Plot saved results: low-shot curves, ROC curves, confusion matrices.",
     ),
+    "finetune": (
+        "featlab.cli.finetune_cmd",
+        "finetune_cmd",
+        "Finetune a backbone (all or its last blocks) on low-shot folds; the checkpoint extracts.",
+    ),
 }
 
 

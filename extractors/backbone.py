@@ -294,18 +294,21 @@ def _try_fuse_linears(model: nn.Module, spec: ModelSpec) -> tuple[nn.Module, boo
     return (fused, True) if agree else (model, False)
 
 
-def build_backbone(
+def load_model(
     spec: ModelSpec,
-    runtime: Runtime,
     *,
     weights: str | None = None,
     seed: int = 0,
     trust_checkpoint: bool = False,
-) -> Backbone:
-    """Create the model of ``spec`` with its weights, headless, in eval mode, on the device.
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The timm model of ``spec``, headless (``num_classes=0``), with its weights, on the CPU.
 
-    Weights: ``weights`` (a local checkpoint, loaded loudly) if given; else timm's published
+    Weights: ``weights`` (a local checkpoint, loaded loudly) if given; else the published
     weights when ``spec.pretrained``; else a random init seeded with ``seed``.
+
+    Returns:
+        The model (train mode as created, fp32) and the record of where its weights came from
+        (``source``, ``path``, ``sha256``, ...), as the store keeps it.
 
     Raises:
         WeightsError: Missing or unreadable weights, or keys that do not fit.
@@ -330,7 +333,8 @@ def build_backbone(
     elif spec.pretrained and spec.local_only:
         raise WeightsError(
             f"{spec.name} has no published weights: give the checkpoint with --weights PATH "
-            f"(layout: {spec.converter or 'a timm state dict'}), or make one with featlab pretrain"
+            f"(layout: {spec.converter or 'a timm state dict'}), or make one with featlab "
+            f"pretrain and name its run: {spec.name}@runs/NAME"
         )
     elif spec.pretrained and spec.weights_url:
         path = official_file(spec.weights_url)
@@ -364,6 +368,25 @@ def build_backbone(
     else:
         model = _create(spec, pretrained=False, num_classes=0)
         info = {"source": "random-init", "seed": seed, "sha256": None}
+    return model, info
+
+
+def build_backbone(
+    spec: ModelSpec,
+    runtime: Runtime,
+    *,
+    weights: str | None = None,
+    seed: int = 0,
+    trust_checkpoint: bool = False,
+) -> Backbone:
+    """Create the model of ``spec`` with its weights, headless, in eval mode, on the device.
+
+    Weights as :func:`load_model` finds them.
+
+    Raises:
+        WeightsError: Missing or unreadable weights, or keys that do not fit.
+    """
+    model, info = load_model(spec, weights=weights, seed=seed, trust_checkpoint=trust_checkpoint)
     pool = _set_pool(model, spec)
     spec = replace(spec, pool=pool)
     dim = int(model.num_features)

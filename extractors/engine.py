@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from featlab.extractors.backbone import Backbone, build_backbone
 from featlab.extractors.device import resolve_runtime
 from featlab.extractors.loader import BatchDataset, batch_loader
 from featlab.extractors.progress import Progress
+from featlab.extractors.runs import is_run_reference, resolve_run_model, run_of_weights
 from featlab.extractors.spec import ModelSpec, resolve_spec
 from featlab.extractors.views import check_views, is_vit, split_view
 from featlab.store import FeatureStore, open_store
@@ -168,11 +170,16 @@ def extract(
     table = load_dataset(dataset) if isinstance(dataset, str) else dataset
     if table.images is None:
         raise ExtractionError(f"dataset {table.name!r} has no image source to read from")
-    if isinstance(model, str):
+    run: dict[str, Any] | None = None
+    if isinstance(model, str) and is_run_reference(model):
+        spec, suffix, weights, run = _run_model(model, weights, random_init, img_size)
+    elif isinstance(model, str):
         base, suffix = split_view(model)
         spec = resolve_spec(base, pretrained=not random_init and weights is None, img_size=img_size)
     else:
         spec, suffix = model, None
+    if weights is not None and run is None:
+        run = run_of_weights(weights)
     if converter is not None:
         spec = replace(spec, converter=converter)
     requested = tuple(dict.fromkeys(views or (suffix or "default",)))
@@ -197,7 +204,7 @@ def extract(
             dim=backbone.view_dim(view),
             chunk_rows=chunk_rows_for(backbone.view_dim(view), batch_size),
             identity=_identity(backbone, runtime.precision, view),
-            attrs=_attrs(backbone, runtime, batch_size, seed, view),
+            attrs=_attrs(backbone, runtime, batch_size, seed, view, run),
             overwrite=overwrite,
         )
         for view, entry in entries.items()
@@ -218,6 +225,21 @@ def extract(
         for w in writers.values():
             w.close()
     return results[0] if len(results) == 1 else results  # type: ignore[return-value]
+
+
+def _run_model(
+    reference: str, weights: Any, random_init: bool, img_size: int | None
+) -> tuple[ModelSpec, str | None, Path, dict[str, Any]]:
+    """``NAME[:view]@RUN_DIR``: the checkpoint's spec, view, weights file and provenance."""
+    if weights is not None or random_init or img_size is not None:
+        raise InvalidArgumentError(
+            f"{reference!r} names a run's checkpoint, which brings its weights and input size; "
+            "drop --weights, --random-init and --img-size"
+        )
+    head, _, run_dir = reference.partition("@")
+    base, suffix = split_view(head)
+    resolved = resolve_run_model(f"{base}@{run_dir}")
+    return resolved.spec, suffix, resolved.weights, resolved.provenance
 
 
 def _entries(
@@ -244,9 +266,16 @@ def _identity(backbone: Backbone, precision: str, view: str) -> dict[str, Any]:
 
 
 def _attrs(
-    backbone: Backbone, runtime: Any, batch_size: int, seed: int, view: str
+    backbone: Backbone,
+    runtime: Any,
+    batch_size: int,
+    seed: int,
+    view: str,
+    run: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    # ``run``: the featlab finetune/pretrain run the weights came from (provenance).
     return {
+        **({"run": run} if run else {}),
         "view": {
             **backbone.view(),
             "name": backbone.spec.pool if view == "default" else view,

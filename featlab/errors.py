@@ -86,3 +86,8 @@ class UnknownRunError(FeatlabError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class TrainingError(FeatlabError, RuntimeError):
+    """A training run cannot start or continue: a run folder of another run, an unreadable or
+    mismatched checkpoint, a diverged loss."""

@@ -169,3 +169,21 @@ def synthetic_store(tmp_path: Path):
 def embedding_writer():
     """``(synthetic_embeddings, write_embeddings)`` for tests that add models themselves."""
     return synthetic_embeddings, write_embeddings
+
+
+def colour_table(n_per_class: int = 20, size: int = 16, seed: int = 0, name: str = "colours"):
+    """3 classes of noisy images whose dominant channel is the class: easy to learn."""
+    from featlab.datasets import table_from_arrays
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n_per_class)
+    images = rng.integers(0, 60, (len(labels), size, size, 3), dtype=np.uint8)
+    for c in range(3):
+        images[labels == c, :, :, c] += 150
+    return table_from_arrays(images, labels, name=name, seed=seed)
+
+
+@pytest.fixture
+def colours():
+    """60 16x16 RGB images in 3 colour classes, split 60/20/20 (for training tests)."""
+    return colour_table()

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from featlab.store import DatasetGroup
 
 METHODS = ("knn", "linear", "logreg", "dvme")
+# Saved results also come from `featlab finetune` (featlab.train.results), one fold per run.
+RESULT_METHODS = (*METHODS, "finetune")
 STOCHASTIC = ("linear", "dvme")  # the others give the same result for the same rows
 INDEXES = ("flat", "ivf")
 
@@ -62,7 +64,7 @@ class ProbeConfig:
     token_dim: int | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if self.method not in RESULT_METHODS:
             raise InvalidArgumentError(f"method must be one of {METHODS}; got {self.method!r}")
         if self.vote not in VOTES:
             raise InvalidArgumentError(f"vote must be one of {VOTES}; got {self.vote!r}")
@@ -88,7 +90,7 @@ class ProbeConfig:
         if self.method != "knn":
             for key in ("ks", "temperature", "vote", "index", "nprobe"):
                 d.pop(key)
-        else:
+        if self.method in ("knn", "finetune"):
             d.pop("standardize")
         if self.method != "dvme":
             d.pop("attention")
@@ -289,7 +291,7 @@ def evaluate_rows(
             folds.append(
                 FoldResult(
                     variant, fold.size.label, fold.fold, len(train),
-                    _all_metrics(data.y_test, s, task), dict(info),
+                    all_task_metrics(data.y_test, s, task), dict(info),
                 )
             )
     run = ProbeRun(
@@ -520,7 +522,7 @@ def _full_columns(proba: np.ndarray, classes: np.ndarray | None, n_classes: int)
     return out
 
 
-def _all_metrics(y: np.ndarray, scores: np.ndarray, task: str) -> dict[str, float]:
+def all_task_metrics(y: np.ndarray, scores: np.ndarray, task: str) -> dict[str, float]:
     from featlab.eval.metrics import compute_metrics, metrics_for_task
 
     out = {}
