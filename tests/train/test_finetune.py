@@ -120,3 +120,29 @@ def test_another_setting_in_the_same_folder_is_refused(colours, tmp_path):
     _finetune(colours, tmp_path, max_epochs=1)
     with pytest.raises(TrainingError, match="lr"):
         _finetune(colours, tmp_path, max_epochs=1, lr=0.5)
+
+
+def test_multilabel_with_unknown_labels(tmp_path):
+    """Per-label targets with -1 (unknown) train, predict sigmoids and score mean AUC."""
+    from featlab.datasets import SampleTable
+    from featlab.datasets.images import ArrayImages
+
+    rng = np.random.default_rng(0)
+    n = 48
+    labels = rng.integers(0, 2, (n, 2)).astype(np.int8)
+    images = rng.integers(0, 60, (n, 16, 16, 3), dtype=np.uint8)
+    images[:, :, :, 0] += (labels[:, 0] == 1).astype(np.uint8)[:, None, None] * 150
+    images[:, :, :, 1] += (labels[:, 1] == 1).astype(np.uint8)[:, None, None] * 150
+    labels[::7, 1] = -1
+    splits = np.array(["train"] * 30 + ["val"] * 9 + ["test"] * 9)
+    table = SampleTable(
+        name="multi", ids=[f"{i:03d}" for i in range(n)], labels=labels, splits=splits,
+        sources=[""] * n, classes=("red", "green"), task="multilabel",
+        images=ArrayImages(images),
+    )
+    report = _finetune(table, tmp_path, max_epochs=2)
+    assert report.metric == "mean_auc"
+    run = load_run(open_store(tmp_path / "st.zarr"), report.result_id)
+    scores = run.test_scores[f"truong|{run.folds[0].size}/0"]
+    assert scores.shape == (9, 2)
+    assert ((scores >= 0) & (scores <= 1)).all()
