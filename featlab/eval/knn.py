@@ -147,8 +147,20 @@ class _TopK:
         )
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(sims, ids)`` sorted best first."""
+        """``(sims, ids)`` sorted best first; equal similarities by ascending id.
+
+        Rows reach the heaps in ascending id and only a strictly better similarity enters, so
+        a full heap holds the lowest ids among the ones tied with its k-th best. ``reorder``
+        leaves tied entries in heap order; sorting them by id makes the first k' of a k-search
+        exactly a k'-search (exact duplicates are common, e.g. bf16 embeddings of a random-init
+        CNN), so ``k = 20`` scores the same whether or not ``k = 200`` was asked for too.
+        """
         self.heaps.reorder()
+        tied = np.flatnonzero((self.sims[:, 1:] == self.sims[:, :-1]).any(axis=1))
+        if len(tied):
+            order = np.lexsort((self.ids[tied], -self.sims[tied]), axis=1)
+            self.sims[tied] = np.take_along_axis(self.sims[tied], order, axis=1)
+            self.ids[tied] = np.take_along_axis(self.ids[tied], order, axis=1)
         return self.sims, self.ids
 
 

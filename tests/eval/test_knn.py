@@ -159,3 +159,18 @@ def test_recall_at_k_by_hand():
     exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     approx = np.array([[4, 3, 9, 9], [5, 6, 7, 8]])
     assert recall_at_k(exact, approx) == pytest.approx((2 / 4 + 1) / 2)
+
+
+def test_ties_break_by_lowest_id_so_a_small_k_is_a_prefix_of_a_large_k():
+    # 30 distinct vectors repeated 100 times: every query's neighbours tie in blocks of ~100.
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(30, 8)).astype(np.float32)[rng.integers(0, 30, 3000)]
+    queries = rng.normal(size=(40, 8)).astype(np.float32)
+    small_s, small_i = knn_search(queries, base, k=20)
+    large_s, large_i = knn_search(queries, array_blocks(base, 700), k=200, n_base=len(base))
+    np.testing.assert_array_equal(small_i, large_i[:, :20])
+    np.testing.assert_array_equal(small_s, large_s[:, :20])
+    # Reference: a stable sort of the brute-force similarities (descending, lowest id first).
+    full = l2_normalize(queries) @ l2_normalize(base).T
+    ref = np.lexsort((np.broadcast_to(np.arange(3000), full.shape), -full), axis=1)[:, :20]
+    np.testing.assert_array_equal(small_i, ref)
