@@ -142,26 +142,39 @@ class _TopK:
     def push(self, sims: np.ndarray, ids: np.ndarray, first_query: int) -> None:
         """Offer ``sims (ni, nj)`` (C-contiguous) of queries ``first_query..`` vs rows ``ids``."""
         f = self._faiss
+        held = _held_ids(ids)
         self.heaps.addn_with_ids(
-            sims.shape[1], f.swig_ptr(sims), f.swig_ptr(ids), 0, first_query, sims.shape[0]
+            sims.shape[1], f.swig_ptr(sims), f.swig_ptr(held), 0, first_query, sims.shape[0]
         )
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(sims, ids)`` sorted best first; equal similarities by ascending id.
 
-        Rows reach the heaps in ascending id and only a strictly better similarity enters, so
-        a full heap holds the lowest ids among the ones tied with its k-th best. ``reorder``
-        leaves tied entries in heap order; sorting them by id makes the first k' of a k-search
-        exactly a k'-search (exact duplicates are common, e.g. bf16 embeddings of a random-init
-        CNN), so ``k = 20`` scores the same whether or not ``k = 200`` was asked for too.
+        Rows reach the heaps in ascending id and only a strictly better similarity enters; a
+        better one evicts the highest id among the tied worst (see ``_held_ids``). So a heap
+        holds the lowest ids among the rows tied with its k-th best, and, sorted by id within
+        ties, the first k' of a k-search are exactly a k'-search: ``k = 20`` scores the same
+        whether or not ``k = 200`` was asked for too (equal similarities are common: exact
+        duplicates, or float32 sums that round alike).
         """
         self.heaps.reorder()
+        self.ids[:] = _held_ids(self.ids)  # the map is its own inverse
         tied = np.flatnonzero((self.sims[:, 1:] == self.sims[:, :-1]).any(axis=1))
         if len(tied):
             order = np.lexsort((self.ids[tied], -self.sims[tied]), axis=1)
             self.sims[tied] = np.take_along_axis(self.sims[tied], order, axis=1)
             self.ids[tied] = np.take_along_axis(self.ids[tied], order, axis=1)
         return self.sims, self.ids
+
+
+def _held_ids(ids: np.ndarray) -> np.ndarray:
+    """Row ids as the heaps hold them, ``-id - 2``, and back (the map is an involution).
+
+    FAISS's min-heaps evict, among entries tied at the worst similarity, the one with the
+    lowest held id; holding ``-id - 2`` makes that the highest row id. ``-1`` stays free: it
+    marks an empty slot for ``reorder``.
+    """
+    return -2 - ids
 
 
 def knn_vote(

@@ -162,9 +162,10 @@ def test_recall_at_k_by_hand():
 
 
 def test_ties_break_by_lowest_id_so_a_small_k_is_a_prefix_of_a_large_k():
-    # 30 distinct vectors repeated 100 times: every query's neighbours tie in blocks of ~100.
+    # 300 distinct vectors ~10 times each in random order: ties span the k-th position, and
+    # better rows keep arriving after tied ones entered a heap (so tied entries get evicted).
     rng = np.random.default_rng(5)
-    base = rng.normal(size=(30, 8)).astype(np.float32)[rng.integers(0, 30, 3000)]
+    base = rng.normal(size=(300, 8)).astype(np.float32)[rng.integers(0, 300, 3000)]
     queries = rng.normal(size=(40, 8)).astype(np.float32)
     small_s, small_i = knn_search(queries, base, k=20)
     large_s, large_i = knn_search(queries, array_blocks(base, 700), k=200, n_base=len(base))
