@@ -80,6 +80,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "finetune_cmd",
         "Finetune a backbone (all or its last blocks) on low-shot folds; the checkpoint extracts.",
     ),
+    "pretrain": (
+        "featlab.cli.pretrain_cmd",
+        "pretrain_cmd",
+        "Self-supervise backbones (CASS, BOLT, DINO) on your own images; checkpoints extract.",
+    ),
 }
 
 
