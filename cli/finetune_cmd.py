@@ -14,10 +14,10 @@ from featlab.cli._common import store_option
 def _progress(record: dict[str, Any]) -> None:
     if record.get("event") != "epoch":
         return
-    metric = next(k for k in record if k.startswith("val_"))
+    metric = next(k for k in record if k.startswith("val_") and k != "val_loss")
     click.echo(
-        f"epoch {record['epoch'] + 1:>3}  loss {record['train_loss']:.4f}  "
-        f"{metric.removeprefix('val_')} {record[metric]:.4f}  best epoch "
+        f"epoch {record['epoch'] + 1:>3}  loss {record['train_loss']:.4f}  val loss "
+        f"{record['val_loss']:.4f}  {metric.removeprefix('val_')} {record[metric]:.4f}  best epoch "
         f"{record['best_epoch'] + 1}  lr {record['lr']:.1e}  {record['seconds']:.1f} s "
         f"({record['images_per_s']:.0f} img/s)",
         err=True,
@@ -51,7 +51,8 @@ def _progress(record: dict[str, Any]) -> None:
               help="Run folder [default: runs/finetune-<model>-<dataset>-<size>-fold<k>-...]; "
               "rerunning the same command resumes it.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Start from a local checkpoint of the architecture.")
+              help="Start from a local checkpoint of the architecture (a run's best.pt "
+              "is read with its run's spec).")
 @click.option("--random-init", is_flag=True, help="Start from seeded random weights.")
 @click.option("--img-size", type=int, default=None, help="Square input size.")
 @click.option("--device", default="auto", show_default=True)
@@ -90,6 +91,9 @@ def finetune_cmd(dataset: str, model: str, recipe: str, shots: str | None,
         return
     if report.status == "complete":
         click.echo(f"{report.run_dir} was already complete; nothing trained.")
+    elif report.status == "rescored":
+        click.echo(f"{report.run_dir} was complete, but this store did not hold its result: "
+                   "the best checkpoint was scored and saved again; nothing trained.")
     click.echo(
         f"{report.model} on {report.dataset} ({report.size} samples, fold {report.fold}, "
         f"recipe {report.recipe}): best epoch {report.best_epoch + 1} of {report.epochs_run}, "

@@ -24,7 +24,12 @@ from featlab.extractors.backbone import Backbone, build_backbone
 from featlab.extractors.device import resolve_runtime
 from featlab.extractors.loader import BatchDataset, batch_loader
 from featlab.extractors.progress import Progress
-from featlab.extractors.runs import is_run_reference, resolve_run_model, run_of_weights
+from featlab.extractors.runs import (
+    is_run_reference,
+    resolve_run_model,
+    run_of_weights,
+    run_spec_of_weights,
+)
 from featlab.extractors.spec import ModelSpec, resolve_spec
 from featlab.extractors.views import check_views, is_vit, split_view
 from featlab.store import FeatureStore, open_store
@@ -141,7 +146,9 @@ def extract(
         workers: Decoding worker processes; default one per spare core.
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``.
         precision: ``auto`` (bf16 where fast), ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
-        weights: A local checkpoint for the architecture, loaded strictly.
+        weights: A local checkpoint for the architecture, loaded strictly. A checkpoint a
+            featlab run folder lists (``runs/NAME/best.pt``) is read as ``NAME@RUN_DIR`` is:
+            with the run's spec (input size, mean/std, pool) and no converter.
         converter: The layout of ``weights`` (``dino``, ``swav``, ``vissl``, ``mocov3``, ...;
             see :data:`featlab.extractors.converters.CONVERTERS`); default the spec's.
         trust_checkpoint: Allow unpickling a whole-module checkpoint (official CASS files);
@@ -176,6 +183,10 @@ def extract(
     elif isinstance(model, str):
         base, suffix = split_view(model)
         spec = resolve_spec(base, pretrained=not random_init and weights is None, img_size=img_size)
+        if weights is not None:
+            # A run's checkpoint (best.pt of a finetune, ...) is a flat timm state dict trained
+            # with the run's spec: read it without the zoo's converter, at the run's size.
+            spec = run_spec_of_weights(weights, spec, img_size=img_size) or spec
     else:
         spec, suffix = model, None
     if weights is not None and run is None:

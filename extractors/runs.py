@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from featlab.errors import UnknownModelError, WeightsError
+from featlab.errors import InvalidArgumentError, UnknownModelError, WeightsError
 from featlab.extractors.spec import ModelSpec, resolve_spec
 from featlab.extractors.weights import sha256_file
 from featlab.train.run_dir import MANIFEST, read_manifest
@@ -103,13 +103,66 @@ def resolve_run_model(reference: str) -> RunModel:
     return RunModel(name, spec, weights, provenance)
 
 
-def run_of_weights(path: str | Path) -> dict[str, Any] | None:
-    """The provenance of a ``--weights`` file that lies in a featlab run folder, else None."""
+def _listed(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any] | None] | None:
+    """(resolved path, manifest, the manifest's entry of the file or None) for a file in a
+    featlab run folder; None for any other file."""
     p = Path(path).expanduser().resolve()
     if not (p.parent / MANIFEST).is_file():
         return None
     manifest = read_manifest(p.parent)
     entry = next((e for e in manifest.get("models", []) if e.get("file") == p.name), None)
+    return p, manifest, entry
+
+
+def run_spec_of_weights(
+    path: str | Path, requested: ModelSpec, *, img_size: int | None = None
+) -> ModelSpec | None:
+    """The spec a ``--weights`` checkpoint of a run was trained with, named as ``requested``.
+
+    A checkpoint a featlab run lists (``best.pt`` of a finetune, an arm of a pretrain) is a
+    flat timm state dict saved with the spec of the run: its input size, mean/std and pool.
+    Extracting it with the zoo spec instead would read it with the zoo's converter (MoCo v3,
+    SimCLR, ... layouts it is not in) and preprocess it differently. So, as ``NAME@RUN_DIR``
+    does, the manifest's spec is used, with ``converter=None``.
+
+    Args:
+        path: The ``--weights`` file.
+        requested: The spec of the model name given with it (its name is kept).
+        img_size: The ``--img-size`` given, if any; it must be the run's input size.
+
+    Returns:
+        The run's spec, or None when the file is not a checkpoint listed in a run manifest.
+
+    Raises:
+        WeightsError: The checkpoint's architecture is not ``requested``'s.
+        InvalidArgumentError: ``img_size`` differs from the size the checkpoint was trained at.
+    """
+    listed = _listed(path)
+    if listed is None or listed[2] is None:
+        return None
+    p, _, entry = listed
+    trained = ModelSpec.from_dict(entry["spec"])
+    if _base(trained.architecture) != _base(requested.architecture):
+        raise WeightsError(
+            f"{str(p)!r} is the {entry['architecture']} checkpoint {entry.get('name')!r} of run "
+            f"{str(p.parent)!r}, not a {requested.architecture} ({requested.name}); give the "
+            f"matching model, or name it {entry.get('role') or entry.get('name')}@{p.parent}"
+        )
+    if img_size is not None and (img_size, img_size) != tuple(trained.input_size[1:]):
+        raise InvalidArgumentError(
+            f"{str(p)!r} was trained at {trained.input_size[1]}x{trained.input_size[2]} px (run "
+            f"{str(p.parent)!r}); drop --img-size {img_size}, the run's size is used"
+        )
+    return replace(trained, name=requested.name, pretrained=False, converter=None,
+                   weights_url=None, local_only=False)
+
+
+def run_of_weights(path: str | Path) -> dict[str, Any] | None:
+    """The provenance of a ``--weights`` file that lies in a featlab run folder, else None."""
+    listed = _listed(path)
+    if listed is None:
+        return None
+    p, manifest, entry = listed
     return {
         "run_dir": str(p.parent),
         "kind": manifest.get("kind"),

@@ -2,14 +2,25 @@
 
 Evaluation (val, test) uses exactly the extraction transform (timm's resize/crop for the spec,
 then the spec's mean/std), so a finetuned model is scored on the pixels it will embed.
-Augmentations per recipe:
+Every training transform ends at the spec's input size ``S`` (``S = 224`` in the papers) and
+normalises with the spec's mean/std. Per recipe augmentation:
 
-- ``crop-flip``: random resized crop (scale 0.25-1) + horizontal flip; the usual supervised
-  baseline, used by the recipes whose papers do not list theirs (Truong, CASS).
-- ``matsoukas``: random resized crop + horizontal and vertical flips + colour jitter of
-  brightness, contrast, saturation and hue (Matsoukas et al., section 3); the jitter strengths
-  (0.2, 0.2, 0.2, 0.05) and crop scale are featlab's (the paper gives none).
+- ``resize-crop-flip`` (Truong et al., DVME section 5): squash-resize to ``256/224 * S``
+  square ("resized into 256x256"), random crop of ``S``, horizontal flip (p = 0.5).
+- ``matsoukas`` (Matsoukas et al., section 3): squash-resize to ``256/224 * S`` square, then
+  random resized crop to ``S``, horizontal and vertical flips and colour jitter of brightness,
+  contrast, saturation and hue. The jitter strengths (0.2, 0.2, 0.2, 0.05) and the crop's
+  scale range (0.25-1) are featlab's: the paper gives none.
+- ``cass`` (CASS appendix C.6.1: the pretraining augmentations of C.5.2): squash-resize to
+  ``S``; with p = 0.3 colour jitter (0.2) and a random perspective (distortion 0.2); with
+  p = 0.3 a random affine rotation of up to 10 degrees; vertical and horizontal flips with
+  p = 0.3 each.
+- ``crop-flip``: random resized crop of ``S`` (scale 0.25-1) + horizontal flip; a generic
+  supervised baseline no recipe uses by default.
 - ``none``: the eval transform (BEiT recipe: the Hugging Face processor only resizes).
+
+All random draws come from the global torch/python/numpy generators, which
+:class:`featlab.train.data.TrainImages` seeds per (seed, epoch, sample).
 """
 
 from __future__ import annotations
@@ -20,8 +31,11 @@ from typing import Any
 from featlab.errors import InvalidArgumentError
 from featlab.extractors.loader import geometric_transform
 from featlab.extractors.spec import ModelSpec
+from featlab.train.recipes import AUGMENTS
 
 CROP_SCALE = (0.25, 1.0)
+# The papers resize to 256 before cropping 224: the same ratio for other input sizes.
+RESIZE_RATIO = 256 / 224
 
 
 def _interpolation(name: str) -> Any:
@@ -38,14 +52,24 @@ def _to_tensor(spec: ModelSpec) -> list[Any]:
 
 
 def eval_transform(spec: ModelSpec) -> Callable[[Any], Any]:
-    """PIL image -> ``(3, H, W)`` float tensor, as extraction preprocesses it."""
+    """PIL RGB image -> ``(3, H, W)`` float32 tensor, as extraction preprocesses it."""
     from torchvision import transforms as T
 
     return T.Compose([geometric_transform(spec), *_to_tensor(spec)])
 
 
+def resize_side(spec: ModelSpec) -> tuple[int, int]:
+    """``(h, w)`` of the papers' resize before the random crop: ``round(256/224 * S)``."""
+    _, h, w = spec.input_size
+    return round(h * RESIZE_RATIO), round(w * RESIZE_RATIO)
+
+
 def train_transform(spec: ModelSpec, augment: str) -> Callable[[Any], Any]:
-    """PIL image -> augmented ``(3, H, W)`` float tensor for recipe augmentation ``augment``.
+    """PIL RGB image -> augmented ``(3, H, W)`` float32 tensor (``(H, W)`` the spec's input size).
+
+    Args:
+        spec: Input size, interpolation and mean/std of the model.
+        augment: One of :data:`AUGMENTS` (see the module docstring).
 
     Raises:
         InvalidArgumentError: Unknown ``augment``.
@@ -53,16 +77,36 @@ def train_transform(spec: ModelSpec, augment: str) -> Callable[[Any], Any]:
     from torchvision import transforms as T
 
     size = tuple(spec.input_size[1:])
-    crop = T.RandomResizedCrop(size, scale=CROP_SCALE, interpolation=_interpolation(
-        spec.interpolation))
+    mode = _interpolation(spec.interpolation)
     if augment == "none":
         return eval_transform(spec)
     if augment == "crop-flip":
-        return T.Compose([crop, T.RandomHorizontalFlip(), *_to_tensor(spec)])
+        return T.Compose([
+            T.RandomResizedCrop(size, scale=CROP_SCALE, interpolation=mode),
+            T.RandomHorizontalFlip(), *_to_tensor(spec),
+        ])
+    if augment == "resize-crop-flip":
+        return T.Compose([
+            T.Resize(resize_side(spec), interpolation=mode), T.RandomCrop(size),
+            T.RandomHorizontalFlip(), *_to_tensor(spec),
+        ])
     if augment == "matsoukas":
         return T.Compose([
-            crop, T.RandomHorizontalFlip(), T.RandomVerticalFlip(),
+            T.Resize(resize_side(spec), interpolation=mode),
+            T.RandomResizedCrop(size, scale=CROP_SCALE, interpolation=mode),
+            T.RandomHorizontalFlip(), T.RandomVerticalFlip(),
             T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05),
             *_to_tensor(spec),
         ])
-    raise InvalidArgumentError(f"augment must be none, crop-flip or matsoukas; got {augment!r}")
+    if augment == "cass":
+        return T.Compose([
+            T.Resize(size, interpolation=mode),
+            T.RandomApply(
+                [T.ColorJitter(0.2, 0.2, 0.2), T.RandomPerspective(distortion_scale=0.2)], p=0.3
+            ),
+            T.RandomApply([T.RandomAffine(degrees=10)], p=0.3),
+            T.RandomVerticalFlip(p=0.3),
+            T.RandomHorizontalFlip(p=0.3),
+            *_to_tensor(spec),
+        ])
+    raise InvalidArgumentError(f"augment must be one of {AUGMENTS}; got {augment!r}")

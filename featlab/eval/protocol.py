@@ -188,6 +188,16 @@ def dataset_metric(ds: DatasetGroup) -> str:
     return str(ds.spec.get("metric") or default_metric(ds.task))
 
 
+def _require_probe_method(config: ProbeConfig) -> None:
+    """Refuse configs whose method is a saved-result method only (``finetune``): the protocol
+    trains probes on stored embeddings, and would otherwise fall through to logreg."""
+    if config.method not in METHODS:
+        raise InvalidArgumentError(
+            f"probe method must be one of {METHODS}; got {config.method!r}. Finetune results "
+            "come from `featlab finetune` (featlab.extractors.finetune_job.finetune_model)"
+        )
+
+
 def plan_for(ds: DatasetGroup, config: ProbeConfig) -> LowShotPlan:
     """The low-shot plan of ``ds`` for ``config`` (identical for every model and method)."""
     return plan_lowshot(ds.labels, ds.splits, config.sizes, folds=config.folds, seed=config.seed)
@@ -213,9 +223,11 @@ def run_probe(
 
     Raises:
         IncompleteEmbeddingError: The model is not complete for the splits used.
-        InvalidArgumentError: The metric does not apply, or a split is missing.
+        InvalidArgumentError: The method is not a probe (``finetune``), the metric does not
+            apply, or a split is missing.
     """
     config = config or ProbeConfig()
+    _require_probe_method(config)
     if config.method == "dvme":
         raise InvalidArgumentError(
             "DVME fuses several models: call featlab.fusion.run_dvme(ds, [model_a, model_b, "
@@ -260,9 +272,14 @@ def evaluate_rows(
     identity: dict[str, Any] | None = None,
 ) -> ProbeRun:
     """The protocol on the ``usable`` rows of ``models``' embeddings (side by side when several);
-    the run is named ``name``. :func:`run_probe` and DVME's ``run_dvme`` call it."""
+    the run is named ``name``. :func:`run_probe` and DVME's ``run_dvme`` call it.
+
+    Raises:
+        InvalidArgumentError: ``config.method`` is not one of :data:`METHODS`.
+    """
     from featlab.eval.metrics import resolve_metric
 
+    _require_probe_method(config)
     started = time.perf_counter()
     task = ds.task
     metric = resolve_metric(config.metric or dataset_metric(ds), task)
@@ -508,9 +525,15 @@ def _make_probe(config: ProbeConfig, fold: int, scoring, dims: list[int]):
         return LinearProbe(
             scoring=scoring, seed=seed, device=config.device, standardize=config.standardize
         )
-    from featlab.eval.logreg import LogisticProbe
+    if config.method == "logreg":
+        from featlab.eval.logreg import LogisticProbe
 
-    return LogisticProbe(scoring=scoring, seed=seed, standardize=config.standardize)
+        return LogisticProbe(scoring=scoring, seed=seed, standardize=config.standardize)
+    # Named, not a fall-through: any other method (knn, finetune) has no trained probe.
+    raise InvalidArgumentError(
+        f"no trained probe for method {config.method!r}; the trained probes are linear, logreg "
+        "and dvme"
+    )
 
 
 def _full_columns(proba: np.ndarray, classes: np.ndarray | None, n_classes: int) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Finetuning losses: cross-entropy (optionally class-weighted) and the focal loss.
 
 CASS (section 4.3) finetunes with a "class distribution normalised" focal loss (Lin et al.,
-2017) against class imbalance: featlab weights class c by alpha_c = (1 / n_c) normalised to mean
-1 over the classes present, with gamma = 2 (the focal paper's default). Multi-label tasks use
+2017) against class imbalance, gamma = 2 (appendix C.6.2). C.6.2 describes the class weights as
+"minimum-maximum normalized class distribution", which taken literally gives the rarest class
+weight 0; featlab's choice is the inverse frequency instead: class c is weighted by
+alpha_c = (1 / n_c) normalised to mean 1 over the classes present. Multi-label tasks use
 per-label sigmoid losses (BCE, or focal per label with alpha from each label's positive rate).
 """
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
 from click.testing import CliRunner
 
 from featlab.cli.main import cli
@@ -14,16 +16,31 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; with a busy second core, two threads wait on
+    each other at every op. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_finetune_then_extract_the_checkpoint(split_image_folder, tmp_path):
     store, run = tmp_path / "st.zarr", tmp_path / "runs" / "ft"
     dataset = f"folder:{split_image_folder}"
-    res = invoke("finetune", "--model", "timm:test_resnet", "--random-init", "--img-size", 32,
-                 "--epochs", 2, "--batch-size", 8, "--precision", "fp32", "--out", run,
-                 "--store", store, dataset)
+    command = ("finetune", "--model", "timm:test_resnet", "--random-init", "--img-size", 32,
+               "--epochs", 2, "--batch-size", 6, "--precision", "fp32", "--out", run,
+               "--store", store, dataset)  # 12 training images: 2 batches of 6
+    res = invoke(*command)
     assert res.exit_code == 0, res.output
     assert "epoch   2  loss" in res.output
+    assert "val loss" in res.output
     assert "test accuracy" in res.output
     assert f"featlab extract --model 'timm:test_resnet@{run.as_posix()}'" in res.output
+    again = invoke(*command)
+    assert again.exit_code == 0, again.output
+    assert "already complete; nothing trained" in again.output
     res = invoke("extract", "--model", f"timm:test_resnet@{run}", "--precision", "fp32",
                  "--store", store, dataset)
     assert res.exit_code == 0, res.output

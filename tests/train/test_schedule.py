@@ -69,3 +69,37 @@ def test_state_round_trip():
 def test_unknown_kind():
     with pytest.raises(InvalidArgumentError, match="schedule must be"):
         LRSchedule(_opt(), base_lr=1.0, kind="step", total_steps=1)
+
+
+def test_matsoukas_plateau_lands_on_its_floor_and_stays():
+    """1e-4 / 10 / 10 is 1.0000000000000002e-06 in floating point: the second reduction must
+    count as the floor (else early stopping waits a third plateau), and further reductions
+    must not go below it."""
+    from featlab.train.recipes import recipe_config
+
+    config = recipe_config("matsoukas")
+    opt = _opt()
+    s = LRSchedule(opt, base_lr=config.lr, kind=config.schedule, total_steps=10,
+                   min_lr=config.min_lr, patience=config.plateau_patience,
+                   factor=config.plateau_factor)
+    s.epoch_end(1.0)
+    for _ in range(2 * config.plateau_patience):  # two plateaus: 1e-4 -> 1e-5 -> 1e-6
+        assert not s.at_floor()
+        s.epoch_end(0.0)
+    assert s.at_floor()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-6)
+    for _ in range(3 * config.plateau_patience):
+        s.epoch_end(0.0)
+    assert s.scale == pytest.approx(config.min_lr / config.lr)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-6)
+
+
+def test_a_base_lr_below_the_floor_is_never_raised():
+    opt = _opt()
+    s = LRSchedule(opt, base_lr=1e-7, kind="plateau", total_steps=10, min_lr=1e-6, patience=1)
+    s.epoch_end(1.0)
+    s.epoch_end(0.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-7)
+    assert s.at_floor()
+    with pytest.raises(InvalidArgumentError, match="base lr must be > 0"):
+        LRSchedule(opt, base_lr=0.0, kind="plateau", total_steps=10)
