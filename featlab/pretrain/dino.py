@@ -32,6 +32,7 @@ from torch import nn
 
 from featlab.errors import InvalidArgumentError
 from featlab.pretrain._amp import float32
+from featlab.train.layout import batch_to, input_layout, to_train_layout
 from featlab.train.precision import autocast, grad_scaler
 
 BASE_LR = 1e-4  # Matsoukas et al., change (1); per 256 images (DINO's linear scaling rule)
@@ -127,8 +128,11 @@ class DINOTrainer:
             raise InvalidArgumentError(f"momentum is an EMA decay in [0, 1]; got {momentum}")
         dim = int(student.num_features)
         self.device, self.precision = device, precision
-        self.student = student.to(device)
-        self.teacher = (teacher if teacher is not None else copy.deepcopy(student)).to(device)
+        self.student = to_train_layout(student.to(device))  # CNNs channels-last
+        self.teacher = to_train_layout(
+            (teacher if teacher is not None else copy.deepcopy(student)).to(device)
+        )
+        self.layout = input_layout(self.student)
         self.teacher.load_state_dict(self.student.state_dict())
         self.student_head = dino_head(dim, out_dim, hidden_dim, bottleneck_dim).to(device)
         self.teacher_head = dino_head(dim, out_dim, hidden_dim, bottleneck_dim).to(device)
@@ -172,7 +176,7 @@ class DINOTrainer:
         """DINO's cross-entropy: teacher on the global crops, student on every crop."""
         if len(views) < N_GLOBAL:
             raise InvalidArgumentError(f"DINO needs 2 global crops (+ local); got {len(views)}")
-        views = [v.to(self.device, non_blocking=True) for v in views]
+        views = [batch_to(v, self.device, self.layout) for v in views]
         globals_, locals_ = torch.cat(views[:N_GLOBAL]), views[N_GLOBAL:]
         with torch.no_grad():
             teacher_out = self.teacher_head(self.teacher(globals_)).float().chunk(N_GLOBAL)

@@ -51,6 +51,7 @@ from featlab.train.checkpoint import (
 )
 from featlab.train.data import TrainImages, epoch_loader
 from featlab.train.freeze import apply_unfreeze
+from featlab.train.layout import batch_to, input_layout, to_train_layout
 from featlab.train.losses import make_loss
 from featlab.train.precision import autocast, grad_scaler
 from featlab.train.recipes import FinetuneConfig
@@ -144,10 +145,11 @@ def _logits(
     out = []
     loader = epoch_loader(data, batch_size=batch_size, seed=0, epoch=0, shuffle=False,
                           workers=workers)
+    layout = input_layout(model)
     with torch.inference_mode():
         for x, _ in loader:
             with autocast(device, precision):
-                out.append(model(x.to(device, non_blocking=True)).float().cpu())
+                out.append(model(batch_to(x, device, layout)).float().cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))
 
 
@@ -224,6 +226,7 @@ def finetune(
     started = time.perf_counter()
     freeze = apply_unfreeze(model, config.unfreeze)
     model.to(device)
+    to_train_layout(model)  # CNNs channels-last: faster convolutions
     optimizer = _optimizer(config, model)
     schedule = LRSchedule(
         optimizer, base_lr=config.lr, kind=config.schedule,
@@ -367,8 +370,9 @@ def _train_epoch(model, train, config, epoch, optimizer, schedule, scaler, loss_
                           shuffle=True, workers=workers, pin_memory=device.startswith("cuda"),
                           drop_last=drops_trailing_one(len(train), config.batch_size))
     total, count, lr_used = 0.0, 0, optimizer.param_groups[0]["lr"]
+    layout = input_layout(model)
     for step, (x, y) in enumerate(loader):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = batch_to(x, device, layout), y.to(device, non_blocking=True)
         y = y.float() if multilabel else y.long()
         lr_used = optimizer.param_groups[0]["lr"]
         with autocast(device, precision):

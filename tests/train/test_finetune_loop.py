@@ -17,6 +17,7 @@ from featlab.errors import InvalidArgumentError, TrainingError
 from featlab.train import finetune as loop
 from featlab.train.checkpoint import load_state, save_weights, sha256_of
 from featlab.train.data import TrainImages
+from featlab.train.layout import input_layout
 from featlab.train.recipes import FinetuneConfig, recipe_config
 from featlab.train.runlog import read_runlog
 
@@ -235,3 +236,19 @@ def test_weight_decay_skips_biases_and_norms_like_the_hf_trainer():
     }
     assert "blocks.0.attn.qkv.weight" in {names[i] for i in decayed}
     assert sum(len(g["params"]) for g in groups) == len(names)
+
+
+def test_cnns_train_channels_last_and_their_checkpoint_loads_in_the_default_layout(tmp_path):
+    torch.manual_seed(0)
+    cnn = timm.create_model("test_resnet", num_classes=3)
+    config = FinetuneConfig(lr=1e-3, batch_size=4, max_epochs=1, min_epochs=0, patience=None)
+    result = _run(tmp_path, model=cnn, config=config)
+    assert input_layout(cnn) == torch.channels_last
+    assert input_layout(_vit()) == torch.contiguous_format
+    # best.pt in a plain (contiguous) model predicts what the run scored on test.
+    plain = timm.create_model("test_resnet", num_classes=3)
+    plain.load_state_dict(torch.load(tmp_path / loop.BEST, weights_only=True))
+    assert input_layout(plain) == torch.contiguous_format
+    proba = loop.predict(plain, _split(N_TEST, 3, _to_tensor), task="multiclass", batch_size=4,
+                         device="cpu", precision="fp32")
+    np.testing.assert_allclose(proba, result.test_scores, rtol=1e-4, atol=1e-5)
