@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from featlab.cli._common import store_option
+from featlab.cli._common import device_option, precision_option, store_option, workers_option
 
 if TYPE_CHECKING:
     from featlab.extractors import ExtractionResult
@@ -78,20 +78,9 @@ def _dataset_options(dataset: str, data_root: Path | None, **given: str | None) 
 )
 @store_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Image-decoding worker processes [default: one per spare core].",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:i].")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 on CUDA and on CPUs with AMX/AVX512-BF16.",
-)
+@workers_option
+@device_option
+@precision_option
 @click.option(
     "--weights",
     type=click.Path(path_type=Path),

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from featlab.cli._common import store_option
+from featlab.cli._common import device_option, precision_option, store_option
 
 
 def _progress(record: dict[str, Any]) -> None:
@@ -55,10 +55,8 @@ def _progress(record: dict[str, Any]) -> None:
               "is read with its run's spec).")
 @click.option("--random-init", is_flag=True, help="Start from seeded random weights.")
 @click.option("--img-size", type=int, default=None, help="Square input size.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              default="auto", show_default=True,
-              help="auto = bf16 autocast on AMX/AVX512-BF16 CPUs and CUDA, else fp32.")
+@device_option
+@precision_option
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Image loading processes.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None)

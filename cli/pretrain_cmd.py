@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from featlab.cli._common import device_option, precision_option, workers_option
 from featlab.cli.extract_cmd import _dataset_options, _splits
 
 if TYPE_CHECKING:
@@ -85,20 +86,9 @@ def _epoch_line(record: dict[str, Any]) -> None:
     help="BOLT: drop the difficulty-ranking loss (the paper's ablation).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:i].")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    default="auto",
-    show_default=True,
-    help="Autocast precision; auto: bf16 on CUDA and on CPUs with AMX/AVX512-BF16.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Image-decoding worker processes [default: one per spare core].",
-)
+@device_option
+@precision_option
+@workers_option
 @click.option(
     "--data-root",
     type=click.Path(path_type=Path, file_okay=False),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,33 @@ def _try_fuse_linears(model: nn.Module, spec: ModelSpec) -> tuple[nn.Module, boo
     return (fused, True) if agree else (model, False)
 
 
+def timm_pretrained_model(
+    spec: ModelSpec, create: Callable[..., nn.Module] = _create
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``spec``'s architecture with timm's published weights, its ImageNet head included.
+
+    The default ``num_classes`` keeps timm's load strict (it relaxes it for other sizes);
+    callers remove or replace the head. ``create(spec, **kwargs)`` builds the model (default
+    ``_create``; the pretraining job passes one that adds training-only kwargs).
+
+    Returns:
+        The model and the record of its weights (``source``, ``path``, ``sha256``).
+
+    Raises:
+        WeightsError: The weights are not cached and cannot be downloaded, or do not load.
+    """
+    path = pretrained_file(spec.architecture)  # cache, else download; offline: names the URL
+    try:
+        model = create(
+            spec, pretrained=True, pretrained_cfg_overlay={"file": str(path), "custom_load": False}
+        )
+    except RuntimeError as err:
+        raise WeightsError(
+            f"timm weights {path} do not load into {spec.architecture}: {str(err)[:500]}"
+        ) from err
+    return model, {"source": "timm", "path": str(path), "sha256": sha256_file(path)}
+
+
 def load_model(
     spec: ModelSpec,
     *,
@@ -350,21 +378,8 @@ def load_model(
             "converter": spec.converter,
         }
     elif spec.pretrained:
-        path = pretrained_file(spec.architecture)
-        try:
-            # Default num_classes keeps timm's load strict (it relaxes it for other sizes);
-            # the classifier is removed right after.
-            model = _create(
-                spec,
-                pretrained=True,
-                pretrained_cfg_overlay={"file": str(path), "custom_load": False},
-            )
-        except RuntimeError as err:
-            raise WeightsError(
-                f"timm weights {path} do not load into {spec.architecture}: {str(err)[:500]}"
-            ) from err
+        model, info = timm_pretrained_model(spec)
         model.reset_classifier(0)
-        info = {"source": "timm", "path": str(path), "sha256": sha256_file(path)}
     else:
         model = _create(spec, pretrained=False, num_classes=0)
         info = {"source": "random-init", "seed": seed, "sha256": None}

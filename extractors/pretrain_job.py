@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ import torch
 from torch import nn
 
 from featlab.datasets import SampleTable, load_dataset
-from featlab.errors import InvalidArgumentError, WeightsError
-from featlab.extractors.backbone import _classifier_prefixes, _create, pretrained_file
+from featlab.errors import InvalidArgumentError
+from featlab.extractors.backbone import _classifier_prefixes, _create, timm_pretrained_model
 from featlab.extractors.converters import load_converted
 from featlab.extractors.device import Runtime, resolve_runtime
 from featlab.extractors.engine import default_workers, select_rows
@@ -130,7 +131,7 @@ def arm_spec(method: str, name: str, arch: str, img_size: int) -> ModelSpec:
 # -- models and their initial weights ----------------------------------------------------------
 
 
-def _create_with(spec: ModelSpec, extra: dict[str, Any], **kw: Any) -> nn.Module:
+def _create_with(spec: ModelSpec, *, extra: dict[str, Any], **kw: Any) -> nn.Module:
     """``_create`` with training-only kwargs (``dynamic_img_size``...) the model may not take."""
     try:
         return _create(spec, **kw, **extra)
@@ -138,30 +139,13 @@ def _create_with(spec: ModelSpec, extra: dict[str, Any], **kw: Any) -> nn.Module
         unknown = [k for k in extra if k in str(err)]
         if not unknown:
             raise
-        return _create_with(spec, {k: v for k, v in extra.items() if k not in unknown}, **kw)
-
-
-def _imagenet_model(spec: ModelSpec, extra: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
-    path = pretrained_file(spec.architecture)  # cache, else download; offline: names the URL
-    try:
-        # Default num_classes keeps timm's load strict (as build_backbone does).
-        model = _create_with(
-            spec,
-            extra,
-            pretrained=True,
-            pretrained_cfg_overlay={"file": str(path), "custom_load": False},
-        )
-    except RuntimeError as err:
-        raise WeightsError(
-            f"timm weights {path} do not load into {spec.architecture}: {str(err)[:500]}"
-        ) from err
-    return model, {"source": "timm", "path": str(path), "sha256": sha256_file(path)}
+        return _create_with(spec, extra={k: v for k, v in extra.items() if k not in unknown}, **kw)
 
 
 def _file_model(
     spec: ModelSpec, path: Path, extra: dict[str, Any]
 ) -> tuple[nn.Module, dict[str, Any]]:
-    model = _create_with(spec, extra, pretrained=False, num_classes=0)
+    model = _create_with(spec, extra=extra, pretrained=False, num_classes=0)
     state = load_converted(path, None)
     dropped = load_backbone_state(
         model, state, source=str(path), classifier_prefixes=_classifier_prefixes(model)
@@ -211,10 +195,10 @@ def build_model(
     extra = dict(extra or {})
     torch.manual_seed(seed)  # random init and new heads are reproducible
     if init == "random":
-        model = _create_with(spec, extra, pretrained=False, num_classes=num_classes)
+        model = _create_with(spec, extra=extra, pretrained=False, num_classes=num_classes)
         return model, {"source": "random-init", "seed": seed}
     if init == "imagenet":
-        model, info = _imagenet_model(spec, extra)
+        model, info = timm_pretrained_model(spec, partial(_create_with, extra=extra))
         if model.num_classes != num_classes:
             model.reset_classifier(num_classes)
             info["head"] = "new" if num_classes else "removed"

@@ -187,3 +187,15 @@ def colour_table(n_per_class: int = 20, size: int = 16, seed: int = 0, name: str
 def colours():
     """60 16x16 RGB images in 3 colour classes, split 60/20/20 (for training tests)."""
     return colour_table()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module, restored afterwards: tiny models run fastest so, and
+    with the other core busy, two threads wait on each other at every op (~100x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

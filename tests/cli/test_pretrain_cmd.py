@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from featlab.cli.main import cli
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = [
     "--img-size",
     "32",

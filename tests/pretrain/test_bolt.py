@@ -17,6 +17,8 @@ from featlab.pretrain.bolt import (
     random_permutations,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _perm(b: int, n: int, seed: int = 0) -> torch.Tensor:
     return random_permutations(b, n, torch.Generator().manual_seed(seed))

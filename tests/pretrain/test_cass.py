@@ -13,6 +13,8 @@ from featlab.errors import InvalidArgumentError
 from featlab.pretrain.arms import headless_state_dict
 from featlab.pretrain.cass import CASSTrainer, cass_loss
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_cass_loss_is_two_minus_two_cosine() -> None:
     rng = np.random.default_rng(0)

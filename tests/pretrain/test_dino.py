@@ -9,6 +9,8 @@ import torch
 
 from featlab.pretrain.dino import DINOTrainer, param_groups
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _trainer(**kw: object) -> DINOTrainer:
     import timm

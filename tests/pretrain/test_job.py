@@ -14,6 +14,8 @@ from featlab.extractors.pretrain_job import arm_name, arm_spec, pretrain
 from featlab.train.run_dir import read_manifest
 from featlab.train.runlog import read_runlog
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = {"img_size": 32, "batch_size": 16, "init": "random", "precision": "fp32", "workers": 0}
 CASS = {"cnn": "test_resnet", "vit": "test_vit", **TINY}
 BOLT = {"arch": "test_vit", **TINY}
@@ -234,14 +236,14 @@ def _fake_imagenet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     """timm's published weights stand-ins: seeded test models with their 1000-class heads."""
     import timm
 
-    import featlab.extractors.pretrain_job as job
+    import featlab.extractors.backbone as backbone
 
     states = {}
     for arch in ("test_resnet", "test_vit"):
         torch.manual_seed(11)
         states[arch] = timm.create_model(arch).state_dict()
         torch.save(states[arch], tmp_path / f"{arch}.pth")
-    monkeypatch.setattr(job, "pretrained_file", lambda arch: tmp_path / f"{arch}.pth")
+    monkeypatch.setattr(backbone, "pretrained_file", lambda arch: tmp_path / f"{arch}.pth")
     return states
 
 

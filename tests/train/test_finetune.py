@@ -36,14 +36,7 @@ FAST = {"model": "timm:test_resnet", "random_init": True, "img_size": 32, "preci
 SHARED = {**FAST, "fold": 1, "seed": 3, "lr": 3e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; with a busy second core, two threads wait on
-    each other at every op. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _finetune(table, tmp_path, out="run", store="st.zarr", **kw):
