@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # and the same CNN at random init into featlab.zarr, then score both from the store with k-NN and
 # logistic-regression probes on class-balanced low-shot folds (saved runs: `featlab results`).
 # Extraction runs in fp32 here: on these briefly trained arms bf16 moves each embedding by a
-# cosine of ~0.999, which costs 7-13 points of k-NN and logreg accuracy (measured 2026-12-06).
+# cosine of ~0.999, which costs 3-9 points of k-NN and logreg accuracy (measured 2026-12-06).
 DEMO_RUN := runs/cass-digits
 demo: $(STAMP)
 	$(BIN)/featlab pretrain --method cass digits --cnn resnet18 --vit vit_tiny_patch16_224 \

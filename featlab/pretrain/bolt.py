@@ -42,6 +42,7 @@ from torch import nn
 
 from featlab.errors import InvalidArgumentError
 from featlab.pretrain._amp import float32
+from featlab.train.conv_guard import guard_single_pixel_convs
 from featlab.train.data import item_seed
 from featlab.train.precision import autocast, grad_scaler
 
@@ -243,6 +244,7 @@ class BOLTTrainer:
             _, (_, cols) = patch_tokens(vit, torch.zeros(1, 3, *_input_hw(vit)))
         self.device, self.precision, self.seed = device, precision, int(seed)
         self.vit = vit.to(device)
+        guard_single_pixel_convs(self.vit)  # a CPU bf16 kernel bug (featlab.train.conv_guard)
         self.projector = BYOLProjectionHead(dim, proj_hidden, proj_dim).to(device)
         self.predictor = BYOLPredictionHead(proj_dim, proj_hidden, proj_dim).to(device)
         self.perturb = TokenPerturbation(dim, stride=cols, window=window).to(device)

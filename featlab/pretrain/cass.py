@@ -33,6 +33,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from featlab.errors import InvalidArgumentError
 from featlab.pretrain._amp import float32
+from featlab.train.conv_guard import guard_single_pixel_convs
 from featlab.train.layout import batch_to, input_layout, to_train_layout
 from featlab.train.precision import autocast, grad_scaler
 
@@ -108,6 +109,8 @@ class CASSTrainer:
                 f"t_max={t_max}, lr={lr}, steps_per_epoch={steps_per_epoch}, epochs={epochs}"
             )
         self.cnn, self.vit = to_train_layout(cnn.to(device)), vit.to(device)
+        for arm in (self.cnn, self.vit):  # a CPU bf16 kernel bug (featlab.train.conv_guard)
+            guard_single_pixel_convs(arm)
         self.cnn_layout = input_layout(self.cnn)  # channels-last: the CNN's convs are faster
         self.device, self.precision = device, precision
         self.t_max = t_max

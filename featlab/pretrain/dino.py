@@ -32,6 +32,7 @@ from torch import nn
 
 from featlab.errors import InvalidArgumentError
 from featlab.pretrain._amp import float32
+from featlab.train.conv_guard import guard_single_pixel_convs
 from featlab.train.layout import batch_to, input_layout, to_train_layout
 from featlab.train.precision import autocast, grad_scaler
 
@@ -133,6 +134,8 @@ class DINOTrainer:
             (teacher if teacher is not None else copy.deepcopy(student)).to(device)
         )
         self.layout = input_layout(self.student)
+        for net in (self.student, self.teacher):  # a CPU bf16 kernel bug (train.conv_guard)
+            guard_single_pixel_convs(net)
         self.teacher.load_state_dict(self.student.state_dict())
         self.student_head = dino_head(dim, out_dim, hidden_dim, bottleneck_dim).to(device)
         self.teacher_head = dino_head(dim, out_dim, hidden_dim, bottleneck_dim).to(device)

@@ -49,6 +49,7 @@ from featlab.train.checkpoint import (
     save_weights,
     sha256_of,
 )
+from featlab.train.conv_guard import guard_single_pixel_convs
 from featlab.train.data import TrainImages, epoch_loader
 from featlab.train.freeze import apply_unfreeze
 from featlab.train.layout import batch_to, input_layout, to_train_layout
@@ -227,6 +228,7 @@ def finetune(
     freeze = apply_unfreeze(model, config.unfreeze)
     model.to(device)
     to_train_layout(model)  # CNNs channels-last: faster convolutions
+    guard_single_pixel_convs(model)  # a CPU bf16 kernel bug (featlab.train.conv_guard)
     optimizer = _optimizer(config, model)
     schedule = LRSchedule(
         optimizer, base_lr=config.lr, kind=config.schedule,
