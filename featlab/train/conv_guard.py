@@ -3,9 +3,9 @@
 Measured on torch 2.14.1 (oneDNN, AMX): under CPU bf16 autocast, the weight gradient of a
 ``Conv2d`` with a kernel larger than 1 and stride 2 is wrong when its input is 1 x 1 pixels and
 the batch has 128 or more samples — NaN, inf, or finite values off by orders of magnitude (the
-output and the input gradient are right; 2 x 2 inputs and stride 1 are right). It happens in real
-runs: a resnet's last stage sees 1 x 1 maps for 28-px MedMNIST images, and DINO's 14-px local
-crops of 32-px images did it in a batch of 8 x 32 crops, where training diverged after one step.
+output and the input gradient are right; 2 x 2 inputs and stride 1 are right). A resnet's last
+stage meets it on inputs of 16 px or less: DINO's 14-px local crops of 32-px images did, in a
+batch of 8 x 32 crops, and training diverged after one step.
 A finite wrong gradient would corrupt a run silently, so every convolution whose input is a
 single pixel runs in fp32 instead: exact, and cheap (a 1 x 1 map is the smallest work there is).
 """
