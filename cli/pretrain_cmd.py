@@ -66,7 +66,8 @@ def _epoch_line(record: dict[str, Any]) -> None:
     "splits",
     callback=_splits,
     default=None,
-    help="Comma-separated splits to train on (train,val,test,unlabeled) [default: all].",
+    help="Comma-separated splits to train on (train,val,test,unlabeled) [default: all but "
+    "test, which probes score on].",
 )
 @click.option(
     "--limit",

@@ -239,10 +239,21 @@ def _inits(method: str, init: str) -> dict[str, str]:
 # -- the job -------------------------------------------------------------------------------------
 
 
-def _rows(table: SampleTable, splits: tuple[str, ...] | None, limit: int | None) -> np.ndarray:
-    rows = np.flatnonzero(select_rows(np.asarray(table.splits), splits, limit))
+# Pretraining sees no test image unless asked to: probes and finetunes score on test, and a
+# backbone that self-supervised on those images would be evaluated transductively.
+DEFAULT_SPLITS = ("train", "val", "unlabeled")
+
+
+def _rows(table: SampleTable, splits: tuple[str, ...], limit: int | None) -> np.ndarray:
     if table.images is None:
         raise InvalidArgumentError(f"dataset {table.name!r} has no images to pretrain on")
+    rows = np.flatnonzero(select_rows(np.asarray(table.splits), splits, limit))
+    if not len(rows):
+        present = sorted({s or "unlabeled" for s in np.unique(np.asarray(table.splits))})
+        raise InvalidArgumentError(
+            f"dataset {table.name!r} has no images in the splits {list(splits)} (it has "
+            f"{present}); choose them with --split"
+        )
     return rows
 
 
@@ -375,7 +386,8 @@ def pretrain(
         init: ``imagenet``, ``random`` or a checkpoint, a file or ``NAME@RUN_DIR`` (CASS: two,
             ``CNN,VIT``).
         out: Run folder (default ``runs/<method>-<dataset>``); rerunning resumes it.
-        splits: Splits to train on (``train``, ``val``, ``test``, ``unlabeled``); default all.
+        splits: Splits to train on (``train``, ``val``, ``test``, ``unlabeled``); default
+            :data:`DEFAULT_SPLITS`, every split but ``test``.
         limit: Only the first ``limit`` selected images.
         lr: Override the method's learning rate (CASS: Adam's; BOLT, DINO: per 256 images).
         difficulty: BOLT only: False drops the difficulty-ranking loss (the paper's ablation).
@@ -404,6 +416,7 @@ def pretrain(
     inits = _inits(method, init)
     runtime = resolve_runtime(device, precision)
     table = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    splits = tuple(splits) if splits else DEFAULT_SPLITS
     rows = _rows(table, splits, limit)
     steps = steps_per_epoch(len(rows), s["batch_size"])
     names = {role: arm_name(method, role, a) for role, a in s["archs"].items()}
@@ -412,7 +425,7 @@ def pretrain(
     }
     config = {
         "dataset": table.name,
-        "splits": list(splits or ()),
+        "splits": list(splits),
         "limit": limit,
         "n_images": len(rows),
         **{f"arch_{r}": a for r, a in s["archs"].items()},

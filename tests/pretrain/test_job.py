@@ -262,3 +262,13 @@ def test_imagenet_init_keeps_the_logits_head_for_cass_only(
     vit, info = build_model(spec, "imagenet", seed=0, num_classes=0)
     assert info["head"] == "removed"
     assert set(vit.state_dict()) == set(states["test_vit"]) - {"head.weight", "head.bias"}
+
+
+def test_pretraining_leaves_test_images_out_unless_asked(tmp_path: Path) -> None:
+    table = _digits()
+    splits = np.asarray(table.splits)
+    first = pretrain("bolt", table, epochs=1, out=tmp_path / "a", **{**BOLT, "batch_size": 512})
+    assert first.n_images == int((splits != "test").sum())
+    assert read_manifest(tmp_path / "a")["config"]["splits"] == ["train", "val", "unlabeled"]
+    with pytest.raises(InvalidArgumentError, match=r"no images in the splits \['unlabeled'\]"):
+        pretrain("bolt", table, epochs=1, out=tmp_path / "b", splits=("unlabeled",), **BOLT)
