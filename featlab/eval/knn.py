@@ -24,15 +24,18 @@ from featlab.errors import InvalidArgumentError
 DEFAULT_KS = (20, 200)
 DEFAULT_TEMPERATURE = 0.07
 VOTES = ("weighted", "majority")
-BLOCK_BYTES = 128 * 2**20  # training rows read (and normalised) at a time: ~128 MiB of float32
-# Similarities are computed in (queries x TILE_ROWS) tiles of TILE_BYTES by torch's GEMM (MKL on
-# x86: ~210 GFLOP/s at these shapes on 2 cores, ~90 % of its square-GEMM peak) and pushed into
-# FAISS's top-k heaps. Measured at d = 1536, 32k queries, k = 200: 1.3x faster than FAISS's own
-# IndexFlatIP search, which stays near 150 GFLOP/s whatever the block size; at d = 384 both are
-# bound by the heap pass (one comparison per similarity). numpy's OpenBLAS GEMM is as fast
-# alone, but its spinning threads and FAISS's OpenMP threads slow each other down 1.6x here.
+BLOCK_BYTES = 64 * 2**20  # training rows read (and normalised) at a time: ~64 MiB of float32
+# Similarities are computed in (queries x TILE_ROWS) tiles (tile_bytes_for) by torch's GEMM (MKL on
+# x86: ~93% of its square-GEMM peak at these shapes on 2 cores) and pushed into FAISS's top-k
+# heaps, which hold ids so that ties break by row (see _TopK). At d = 384 the heap pass (one
+# scalar comparison per similarity) takes ~25-30% of the time. Measured on a quiet machine
+# (2026-12-06): FAISS's own search is as fast (its OpenBLAS GEMM + the same heaps) but breaks
+# ties by arrival order; numpy's OpenBLAS GEMM is ~15% slower alone, and its spinning threads
+# and FAISS's OpenMP threads slow each other down further. Tiles grow with d (tile_bytes_for):
+# at d = 384, 16 MiB tiles and 64 MiB blocks ran 5% faster than 64 MiB / 128 MiB and hold
+# ~140 MiB less; at d = 1536 small tiles re-read the 48 MiB row tile too often (86% -> 82%).
 TILE_ROWS = 8192
-TILE_BYTES = 64 * 2**20
+MIN_TILE_BYTES, MAX_TILE_BYTES = 16 * 2**20, 64 * 2**20
 VOTE_BLOCK = 4096  # queries per vote step: bounds the (m, k, L) multi-label gather
 
 
@@ -48,8 +51,15 @@ class KNNPrediction:
 
 
 def block_rows_for(dim: int) -> int:
-    """Training rows per search block for ``dim``-d float32 embeddings (~128 MiB)."""
-    return max(1024, BLOCK_BYTES // (4 * max(dim, 1)))
+    """Training rows per search block for ``dim``-d float32 embeddings: ~64 MiB, rounded to
+    whole GEMM tiles (a partial tile at every block's end runs the GEMM at a worse shape)."""
+    rows = BLOCK_BYTES // (4 * max(dim, 1))
+    return max(TILE_ROWS, round(rows / TILE_ROWS) * TILE_ROWS)
+
+
+def tile_bytes_for(dim: int) -> int:
+    """Bytes of one similarity tile: 16 MiB at d <= 384, growing with d up to 64 MiB."""
+    return min(MAX_TILE_BYTES, max(MIN_TILE_BYTES, MIN_TILE_BYTES * dim // 384))
 
 
 def array_blocks(base: np.ndarray, rows: int) -> Iterator[np.ndarray]:
@@ -95,7 +105,7 @@ def knn_search(
 
     q = torch.from_numpy(l2_normalize(queries))
     top = _TopK(len(q), k)
-    tile = torch.empty(TILE_BYTES // 4, dtype=torch.float32)
+    tile = torch.empty(tile_bytes_for(q.shape[1]) // 4, dtype=torch.float32)
     offset = 0
     for block in blocks:
         if block.shape[1] != q.shape[1]:
