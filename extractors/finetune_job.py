@@ -27,7 +27,7 @@ import torch
 
 from featlab.datasets import SampleTable, load_dataset
 from featlab.errors import InvalidArgumentError, StoreExistsError, StoreNotFoundError
-from featlab.eval.lowshot import parse_sizes, plan_lowshot
+from featlab.eval.lowshot import TrainingSize, parse_sizes, plan_lowshot
 from featlab.eval.metrics import resolve_metric
 from featlab.eval.protocol import ProbeRun, dataset_metric
 from featlab.eval.results import new_run_id, save_run
@@ -84,9 +84,12 @@ class FinetuneReport:
         return asdict(self)
 
 
-def _one_size(shots: str | None, fraction: str | None):
-    sizes = parse_sizes(None if shots is None else str(shots),
-                        None if fraction is None else str(fraction))
+def _one_size(shots: str | None, fraction: str | None) -> TrainingSize:
+    try:
+        sizes = parse_sizes(None if shots is None else str(shots),
+                            None if fraction is None else str(fraction))
+    except InvalidArgumentError as err:  # the probes' wording names --fractions/--shots lists
+        raise InvalidArgumentError(str(err).replace("--fractions", "--fraction")) from err
     if len(sizes) != 1:
         raise InvalidArgumentError(
             f"finetune trains one subset: give one --shots or --fraction value; got {len(sizes)}"

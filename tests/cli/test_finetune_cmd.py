@@ -49,6 +49,10 @@ def test_finetune_errors_are_clean_messages(split_image_folder, tmp_path):
     assert res.exit_code != 0
     assert "one --shots or --fraction" in res.output
     assert "Traceback" not in res.output
+    res = invoke("finetune", "--model", "timm:test_resnet", "--random-init", "--fraction", "2",
+                 "--store", tmp_path / "st.zarr", f"folder:{split_image_folder}")
+    assert res.exit_code != 0
+    assert "--fraction takes fractions in (0, 1]" in res.output
     res = invoke("extract", "--model", "cnn@" + str(tmp_path), "--store", tmp_path / "st.zarr",
                  f"folder:{split_image_folder}")
     assert res.exit_code != 0
