@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from featlab.datasets import SampleTable, load_dataset
-from featlab.errors import InvalidArgumentError
+from featlab.errors import InvalidArgumentError, WeightsError
 from featlab.extractors.backbone import _classifier_prefixes, _create, timm_pretrained_model
 from featlab.extractors.converters import load_converted
 from featlab.extractors.device import Runtime, resolve_runtime
@@ -198,7 +198,12 @@ def build_model(
         model = _create_with(spec, extra=extra, pretrained=False, num_classes=num_classes)
         return model, {"source": "random-init", "seed": seed}
     if init == "imagenet":
-        model, info = timm_pretrained_model(spec, partial(_create_with, extra=extra))
+        try:
+            model, info = timm_pretrained_model(spec, partial(_create_with, extra=extra))
+        except WeightsError as err:  # extraction's advice names --weights; pretraining's is --init
+            raise WeightsError(
+                f"{err} (featlab pretrain: give the file with --init PATH, or --init random)"
+            ) from err
         if model.num_classes != num_classes:
             model.reset_classifier(num_classes)
             info["head"] = "new" if num_classes else "removed"
@@ -438,10 +443,11 @@ def pretrain(
         "precision": runtime.precision,
         **({"difficulty": difficulty} if method == "bolt" else {}),
     }
+    # The networks first: missing weights fail before the run folder is made or claimed.
+    models, sources = _models(method, specs, inits, seed)
     run_dir = prepare_run_dir(
         out or _default_out(method, table.name), kind="pretrain", method=method, config=config
     )
-    models, sources = _models(method, specs, inits, seed)
     trainer = _trainer(
         method, models, steps=steps, s=s, runtime=runtime, lr=lr, seed=seed, difficulty=difficulty
     )

@@ -272,3 +272,18 @@ def test_pretraining_leaves_test_images_out_unless_asked(tmp_path: Path) -> None
     assert read_manifest(tmp_path / "a")["config"]["splits"] == ["train", "val", "unlabeled"]
     with pytest.raises(InvalidArgumentError, match=r"no images in the splits \['unlabeled'\]"):
         pretrain("bolt", table, epochs=1, out=tmp_path / "b", splits=("unlabeled",), **BOLT)
+
+
+def test_missing_imagenet_weights_fail_before_the_run_folder_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import featlab.extractors.backbone as backbone
+
+    def not_cached(arch: str) -> Path:
+        raise WeightsError(f"weights for timm:{arch} are not in the cache")
+
+    monkeypatch.setattr(backbone, "pretrained_file", not_cached)
+    with pytest.raises(WeightsError, match=r"not in the cache.*--init PATH"):
+        pretrain("bolt", _digits(), epochs=1, limit=32, out=tmp_path / "run",
+                 **{**BOLT, "init": "imagenet"})
+    assert not (tmp_path / "run").exists()
