@@ -85,11 +85,9 @@ class FinetuneReport:
 
 
 def _one_size(shots: str | None, fraction: str | None) -> TrainingSize:
-    try:
-        sizes = parse_sizes(None if shots is None else str(shots),
-                            None if fraction is None else str(fraction))
-    except InvalidArgumentError as err:  # the probes' wording names --fractions/--shots lists
-        raise InvalidArgumentError(str(err).replace("--fractions", "--fraction")) from err
+    sizes = parse_sizes(None if shots is None else str(shots),
+                        None if fraction is None else str(fraction),
+                        options=("--shots", "--fraction"))
     if len(sizes) != 1:
         raise InvalidArgumentError(
             f"finetune trains one subset: give one --shots or --fraction value; got {len(sizes)}"

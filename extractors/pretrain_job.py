@@ -35,7 +35,7 @@ from featlab.extractors.zoo import IN_MEAN, IN_STD, ZOO
 from featlab.pretrain.arms import ArmRecord
 from featlab.pretrain.loop import PretrainSummary, run_pretraining, steps_per_epoch
 from featlab.train.data import TrainImages
-from featlab.train.run_dir import prepare_run_dir
+from featlab.train.run_dir import MANIFEST, prepare_run_dir, read_manifest
 
 METHODS = ("cass", "bolt", "dino")
 INITS = ("imagenet", "random")
@@ -443,11 +443,17 @@ def pretrain(
         "precision": runtime.precision,
         **({"difficulty": difficulty} if method == "bolt" else {}),
     }
+    out_dir = Path(out or _default_out(method, table.name))
+    if (out_dir / MANIFEST).is_file():
+        # An existing run: other settings are refused here (nothing is created), and a finished
+        # one is answered from its manifest without building a network or reading last.pt.
+        prepare_run_dir(out_dir, kind="pretrain", method=method, config=config)
+        done = _finished(out_dir, s["epochs"])
+        if done is not None:
+            return _result(method, table.name, done, s["epochs"], len(rows), runtime)
     # The networks first: missing weights fail before the run folder is made or claimed.
     models, sources = _models(method, specs, inits, seed)
-    run_dir = prepare_run_dir(
-        out or _default_out(method, table.name), kind="pretrain", method=method, config=config
-    )
+    run_dir = prepare_run_dir(out_dir, kind="pretrain", method=method, config=config)
     trainer = _trainer(
         method, models, steps=steps, s=s, runtime=runtime, lr=lr, seed=seed, difficulty=difficulty
     )
@@ -483,6 +489,30 @@ def pretrain(
         on_epoch=on_epoch,
     )
     return _result(method, table.name, summary, s["epochs"], len(rows), runtime)
+
+
+def _finished(run_dir: Path, epochs: int) -> PretrainSummary | None:
+    """The summary of a complete run whose saved arms are intact (sha256 as the manifest
+    records), else None: a run that still has epochs to train, or whose arm files are missing
+    or changed, goes through the loop, which rewrites the arms from ``last.pt``."""
+    manifest = read_manifest(run_dir)
+    models = manifest.get("models", [])
+    if manifest.get("status") != "complete" or int(manifest.get("epochs_done", 0)) < epochs:
+        return None
+    for m in models:
+        path = run_dir / m["file"]
+        if not path.is_file() or sha256_file(path) != m["sha256"]:
+            return None
+    timing = manifest.get("timing", {})
+    return PretrainSummary(
+        run_dir=run_dir,
+        status="complete",
+        start_epoch=epochs,
+        epochs_done=int(manifest["epochs_done"]),
+        seconds=float(timing.get("seconds", 0.0)),
+        images_per_s=float(timing.get("images_per_s", 0.0)),
+        models=models,
+    )
 
 
 def _init_record(init: str) -> str | dict[str, str]:

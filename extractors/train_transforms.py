@@ -31,18 +31,12 @@ from typing import Any
 from featlab.errors import InvalidArgumentError
 from featlab.extractors.loader import geometric_transform
 from featlab.extractors.spec import ModelSpec
+from featlab.pretrain.transforms import cass_transform, interpolation_mode
 from featlab.train.recipes import AUGMENTS
 
 CROP_SCALE = (0.25, 1.0)
 # The papers resize to 256 before cropping 224: the same ratio for other input sizes.
 RESIZE_RATIO = 256 / 224
-
-
-def _interpolation(name: str) -> Any:
-    from torchvision.transforms import InterpolationMode
-
-    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-            "nearest": InterpolationMode.NEAREST}.get(name, InterpolationMode.BICUBIC)
 
 
 def _to_tensor(spec: ModelSpec) -> list[Any]:
@@ -77,7 +71,7 @@ def train_transform(spec: ModelSpec, augment: str) -> Callable[[Any], Any]:
     from torchvision import transforms as T
 
     size = tuple(spec.input_size[1:])
-    mode = _interpolation(spec.interpolation)
+    mode = interpolation_mode(spec.interpolation)
     if augment == "none":
         return eval_transform(spec)
     if augment == "crop-flip":
@@ -98,15 +92,6 @@ def train_transform(spec: ModelSpec, augment: str) -> Callable[[Any], Any]:
             T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05),
             *_to_tensor(spec),
         ])
-    if augment == "cass":
-        return T.Compose([
-            T.Resize(size, interpolation=mode),
-            T.RandomApply(
-                [T.ColorJitter(0.2, 0.2, 0.2), T.RandomPerspective(distortion_scale=0.2)], p=0.3
-            ),
-            T.RandomApply([T.RandomAffine(degrees=10)], p=0.3),
-            T.RandomVerticalFlip(p=0.3),
-            T.RandomHorizontalFlip(p=0.3),
-            *_to_tensor(spec),
-        ])
+    if augment == "cass":  # C.6.1: finetuning reuses the pretraining augmentation
+        return cass_transform(size, spec.mean, spec.std, spec.interpolation)
     raise InvalidArgumentError(f"augment must be one of {AUGMENTS}; got {augment!r}")

@@ -116,12 +116,12 @@ def knn_search(
         b = torch.from_numpy(normalize_rows_in_place(block) if owned else l2_normalize(block))
         for lo in range(0, len(b), TILE_ROWS):
             rows = b[lo : lo + TILE_ROWS]
-            ids = np.arange(offset + lo, offset + lo + len(rows), dtype=np.int64)
+            held = _held_ids(np.arange(offset + lo, offset + lo + len(rows), dtype=np.int64))
             step = max(1, len(tile) // len(rows))
             for ql in range(0, len(q), step):
                 sims = tile[: min(step, len(q) - ql) * len(rows)].view(-1, len(rows))
                 torch.mm(q[ql : ql + len(sims)], rows.T, out=sims)
-                top.push(sims.numpy(), ids, ql)
+                top.push(sims.numpy(), held, ql)
         offset += len(block)
         # Let go of this block before the stream reads the next: two would be alive at once.
         del b, block, rows
@@ -149,10 +149,11 @@ class _TopK:
         self.heaps.ids = faiss.swig_ptr(self.ids)
         self.heaps.heapify()  # similarities -inf, ids -1
 
-    def push(self, sims: np.ndarray, ids: np.ndarray, first_query: int) -> None:
-        """Offer ``sims (ni, nj)`` (C-contiguous) of queries ``first_query..`` vs rows ``ids``."""
+    def push(self, sims: np.ndarray, held: np.ndarray, first_query: int) -> None:
+        """Offer ``sims (ni, nj)`` (C-contiguous) of queries ``first_query..`` vs the ``nj`` rows
+        whose ids the heaps hold as ``held`` (``_held_ids`` of the row ids, made once per tile
+        of rows by the caller, not per push)."""
         f = self._faiss
-        held = _held_ids(ids)
         self.heaps.addn_with_ids(
             sims.shape[1], f.swig_ptr(sims), f.swig_ptr(held), 0, first_query, sims.shape[0]
         )

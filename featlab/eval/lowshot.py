@@ -53,18 +53,24 @@ class TrainingSize:
 ALL = TrainingSize("all", 1.0)
 
 
-def parse_sizes(shots: str | None = None, fractions: str | None = None) -> tuple[TrainingSize, ...]:
+def parse_sizes(
+    shots: str | None = None,
+    fractions: str | None = None,
+    *,
+    options: tuple[str, str] = ("--shots", "--fractions"),
+) -> tuple[TrainingSize, ...]:
     """Parse ``--shots 50,500,all`` or ``--fractions 0.01,0.1,1`` into training sizes.
 
     With neither given the sweep trains on everything (one size, ``all``). A fraction of ``1``
-    and the word ``all`` both mean the whole training pool.
+    and the word ``all`` both mean the whole training pool. ``options`` are the option names
+    the errors cite (``featlab finetune`` takes one ``--fraction``).
 
     Raises:
         InvalidArgumentError: Both given, or an entry is not a positive whole number / a
             fraction in (0, 1] / ``all``.
     """
     if shots and fractions:
-        raise InvalidArgumentError("give --shots or --fractions, not both")
+        raise InvalidArgumentError(f"give {options[0]} or {options[1]}, not both")
     if not shots and not fractions:
         return (ALL,)
     sizes: list[TrainingSize] = []
@@ -76,7 +82,8 @@ def parse_sizes(shots: str | None = None, fractions: str | None = None) -> tuple
         elif shots:
             if not item.isdigit() or int(item) < 1:
                 raise InvalidArgumentError(
-                    f"--shots takes positive whole numbers or 'all' (e.g. 50,500,all); got {item!r}"
+                    f"{options[0]} takes positive whole numbers or 'all' (e.g. 50,500,all); "
+                    f"got {item!r}"
                 )
             sizes.append(TrainingSize("shots", int(item)))
         else:
@@ -86,7 +93,7 @@ def parse_sizes(shots: str | None = None, fractions: str | None = None) -> tuple
                 f = -1.0
             if not 0 < f <= 1:
                 raise InvalidArgumentError(
-                    f"--fractions takes fractions in (0, 1] (e.g. 0.01,0.1,1); got {item!r}"
+                    f"{options[1]} takes fractions in (0, 1] (e.g. 0.01,0.1,1); got {item!r}"
                 )
             sizes.append(ALL if f == 1 else TrainingSize("fraction", f))
     return tuple(dict.fromkeys(sizes))  # unique, in the order given

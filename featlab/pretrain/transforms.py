@@ -25,7 +25,12 @@ Transform = Callable[[Any], Any]
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
-def _mode(interpolation: str) -> Any:
+def interpolation_mode(interpolation: str) -> Any:
+    """torchvision's ``InterpolationMode`` of a spec's interpolation name.
+
+    Raises:
+        InvalidArgumentError: A name torchvision does not have (no silent fallback).
+    """
     from torchvision.transforms import InterpolationMode
 
     if interpolation not in _INTERPOLATIONS:
@@ -40,19 +45,24 @@ def _rgb(img: Any) -> Any:
 
 
 def cass_transform(
-    size: int,
+    size: int | tuple[int, int],
     mean: Sequence[float],
     std: Sequence[float],
     interpolation: str = "bilinear",
 ) -> Transform:
-    """CASS's single augmentation (appendix C.5.2): PIL image -> ``(3, size, size)`` float32."""
+    """CASS's single augmentation (appendix C.5.2): PIL image -> ``(3, h, w)`` float32.
+
+    ``size`` is ``h = w`` or ``(h, w)``. The CASS finetuning recipe uses it too (C.6.1 trains
+    with the pretraining augmentations).
+    """
     from torchvision import transforms as T
 
-    mode = _mode(interpolation)
+    mode = interpolation_mode(interpolation)
+    hw = (size, size) if isinstance(size, int) else tuple(size)
     return T.Compose(
         [
             T.Lambda(_rgb),
-            T.Resize((size, size), interpolation=mode),
+            T.Resize(hw, interpolation=mode),
             T.RandomApply(
                 [T.ColorJitter(0.2, 0.2, 0.2), T.RandomPerspective(distortion_scale=0.2)],
                 p=0.3,
@@ -78,7 +88,7 @@ def plain_transform(
     return T.Compose(
         [
             T.Lambda(_rgb),
-            T.Resize((size, size), interpolation=_mode(interpolation)),
+            T.Resize((size, size), interpolation=interpolation_mode(interpolation)),
             T.ToTensor(),
             T.Normalize(list(mean), list(std)),
         ]

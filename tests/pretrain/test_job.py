@@ -11,6 +11,7 @@ import torch
 
 from featlab.errors import InvalidArgumentError, TrainingError, WeightsError
 from featlab.extractors.pretrain_job import arm_name, arm_spec, pretrain
+from featlab.extractors.weights import sha256_file
 from featlab.train.run_dir import read_manifest
 from featlab.train.runlog import read_runlog
 
@@ -142,12 +143,28 @@ def test_kill_in_the_middle_of_an_epoch_redoes_that_epoch(
     assert [m["sha256"] for m in resumed.models] == [m["sha256"] for m in straight.models]
 
 
-def test_rerun_of_a_finished_run_trains_nothing(tmp_path: Path) -> None:
+def test_rerun_of_a_finished_run_trains_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import featlab.extractors.pretrain_job as job
+
     table = _digits()
     first = pretrain("bolt", table, epochs=1, limit=32, out=tmp_path / "r", **BOLT)
+    build = job._models
+
+    def no_networks(*args, **kwargs):
+        raise AssertionError("a finished run was answered by building its networks")
+
+    monkeypatch.setattr(job, "_models", no_networks)
     again = pretrain("bolt", table, epochs=1, limit=32, out=tmp_path / "r", **BOLT)
-    assert again.status == "complete"
-    assert again.models == first.models
+    assert (again.status, again.models) == ("complete", first.models)
+    assert again.seconds == pytest.approx(first.seconds)
+    # A deleted arm is written again from last.pt (this path builds the networks).
+    monkeypatch.setattr(job, "_models", build)
+    (tmp_path / "r" / "backbone.pt").unlink()
+    restored = pretrain("bolt", table, epochs=1, limit=32, out=tmp_path / "r", **BOLT)
+    assert restored.status == "complete"
+    assert sha256_file(tmp_path / "r" / "backbone.pt") == first.models[0]["sha256"]
 
 
 def test_another_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
