@@ -1,4 +1,4 @@
-"""k-nearest-neighbour classification of embeddings (exact cosine; GEMM tiles + FAISS heaps).
+"""k-nearest-neighbour classification of embeddings (exact cosine: GEMM tiles + compiled top-k).
 
 Protocol (DESIGN section 6): L2-normalised embeddings, exact inner-product search, and DINO's
 temperature-weighted vote: each of the k neighbours votes for its class with weight
@@ -7,36 +7,43 @@ is the alternative. k = 20 and 200 by default: 20 is DINO's headline, 200 what t
 uses (pretrained-vits-medical-knn-finetune.txt, section 3).
 
 The search streams the training matrix in blocks (each normalised on its own), computes
-similarities tile by tile with a GEMM and keeps each query's top k in FAISS's heaps, so peak
-memory is one block, one tile and the queries, whatever the size of the training set.
+similarities tile by tile with numpy's float32 GEMM and keeps each query's best k with the
+compiled selection of :mod:`featlab.eval._topk`, so peak memory is one block, one tile per
+thread, the queries and their k-best buffers, whatever the size of the training set. It does
+not import torch: a CUDA build of torch is ~0.5 GiB resident on import alone, more than the
+whole search holds at PCam scale (d = 384). Measured against torch's GEMM tiles (MKL) with
+FAISS's heaps, which it replaces (2026-12-06, separate processes, alternated): the same speed
+at d = 384 and 1536 within the run-to-run noise, because numpy's OpenBLAS GEMM is ~10% slower
+than MKL here and the selection ~10% cheaper than the heaps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
-from featlab._vectors import l2_normalize, normalize_rows_in_place
+from featlab._vectors import l2_normalize, row_norms
 from featlab.errors import InvalidArgumentError
 
 DEFAULT_KS = (20, 200)
 DEFAULT_TEMPERATURE = 0.07
 VOTES = ("weighted", "majority")
-BLOCK_BYTES = 64 * 2**20  # training rows read (and normalised) at a time: ~64 MiB of float32
-# Similarities are computed in (queries x TILE_ROWS) tiles (tile_bytes_for) by torch's GEMM (MKL on
-# x86: ~93% of its square-GEMM peak at these shapes on 2 cores) and pushed into FAISS's top-k
-# heaps, which hold ids so that ties break by row (see _TopK). At d = 384 the heap pass (one
-# scalar comparison per similarity) takes ~25-30% of the time. Measured on a quiet machine
-# (2026-12-06): FAISS's own search is as fast (its OpenBLAS GEMM + the same heaps) but breaks
-# ties by arrival order; numpy's OpenBLAS GEMM is ~15% slower alone, and its spinning threads
-# and FAISS's OpenMP threads slow each other down further. Tiles grow with d (tile_bytes_for):
-# at d = 384, 16 MiB tiles and 64 MiB blocks ran 5% faster than 64 MiB / 128 MiB and hold
-# ~140 MiB less; at d = 1536 small tiles re-read the 48 MiB row tile too often (86% -> 82%).
-TILE_ROWS = 8192
-MIN_TILE_BYTES, MAX_TILE_BYTES = 16 * 2**20, 64 * 2**20
+BLOCK_BYTES = 16 * 2**20  # training rows read (and normalised) at a time: ~16 MiB of float32
+# Each thread runs single-threaded GEMMs for its own share of the queries, so no thread waits
+# for another inside a GEMM and the selection needs no locks; a thread computes (queries x
+# TILE_ROWS) tiles of tile_bytes_for(d) and offers each to the selection. Measured at d = 384
+# on 2 cores (2026-12-06): 2048-row tiles of 8 MiB ran ~8% faster than 256-row tiles of 2 MiB
+# that stay in L2 (the GEMM's shape matters more than the selection's cache misses), and 16 MiB
+# blocks held ~50 MiB less than 64 MiB blocks at the same speed.
+TILE_ROWS = 2048
+MIN_TILE_BYTES, MAX_TILE_BYTES = 8 * 2**20, 32 * 2**20
 VOTE_BLOCK = 4096  # queries per vote step: bounds the (m, k, L) multi-label gather
+EXTRA_SLOTS = 64  # candidate slots beyond k per query before a cut back to the best k
 
 
 @dataclass(frozen=True)
@@ -51,15 +58,26 @@ class KNNPrediction:
 
 
 def block_rows_for(dim: int) -> int:
-    """Training rows per search block for ``dim``-d float32 embeddings: ~64 MiB, rounded to
+    """Training rows per search block for ``dim``-d float32 embeddings: ~16 MiB, rounded to
     whole GEMM tiles (a partial tile at every block's end runs the GEMM at a worse shape)."""
     rows = BLOCK_BYTES // (4 * max(dim, 1))
     return max(TILE_ROWS, round(rows / TILE_ROWS) * TILE_ROWS)
 
 
 def tile_bytes_for(dim: int) -> int:
-    """Bytes of one similarity tile: 16 MiB at d <= 384, growing with d up to 64 MiB."""
+    """Bytes of one thread's similarity tile: 8 MiB at d <= 384, growing with d up to 32 MiB
+    (at d = 1536 small tiles re-read the rows' tile too often)."""
     return min(MAX_TILE_BYTES, max(MIN_TILE_BYTES, MIN_TILE_BYTES * dim // 384))
+
+
+def search_threads() -> int:
+    """Threads the search uses: as many as numpy's BLAS would (``OMP_NUM_THREADS``,
+    ``OPENBLAS_NUM_THREADS`` and threadpoolctl limits apply), at most the usable cores."""
+    from threadpoolctl import threadpool_info
+
+    blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(blas[0] if blas else cores or 1, cores or 1))
 
 
 def array_blocks(base: np.ndarray, rows: int) -> Iterator[np.ndarray]:
@@ -74,6 +92,7 @@ def knn_search(
     k: int,
     *,
     n_base: int | None = None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine k-NN: ``(sims, indices)``, each ``(m, k)``, best first.
 
@@ -85,13 +104,19 @@ def knn_search(
             fresh reads; an array ``base`` is never modified).
         k: Neighbours per query.
         n_base: Number of base rows when ``base`` is an iterable (checks ``k`` up front).
+        threads: Search threads (default :func:`search_threads`); the result does not depend
+            on it.
 
     Returns:
         ``sims (m, k) float32`` cosine similarities, descending, and ``indices (m, k) int64``
-        positions in ``base``.
+        positions in ``base``. Equal similarities are ordered by ascending index, and the
+        neighbours kept are the lowest indices among those tied with the k-th: the first k'
+        columns of a k-search are exactly a k'-search (``k = 20`` scores the same whether or
+        not ``k = 200`` was searched; ties are common with duplicate images).
 
     Raises:
-        InvalidArgumentError: The dimensions differ, or ``k`` is not in ``1..n``.
+        InvalidArgumentError: The dimensions differ, ``k`` is not in ``1..n``, or an embedding
+            is not finite.
     """
     owned = not isinstance(base, np.ndarray)
     if not owned:
@@ -101,91 +126,115 @@ def knn_search(
         blocks = base
     if n_base is not None and not 1 <= k <= n_base:
         raise InvalidArgumentError(f"k must be in 1..{n_base} (the base size); got {k}")
-    import torch
-
-    q = torch.from_numpy(l2_normalize(queries))
-    top = _TopK(len(q), k)
-    tile = torch.empty(tile_bytes_for(q.shape[1]) // 4, dtype=torch.float32)
+    q = _finite(l2_normalize(queries), "query")
+    n_threads = max(1, min(threads or search_threads(), len(q)))
+    top = _TopK(len(q), k, np.int32 if n_base is not None and n_base < 2**31 else np.int64)
     offset = 0
-    for block in blocks:
-        if block.shape[1] != q.shape[1]:
-            raise InvalidArgumentError(
-                f"queries have {q.shape[1]} features, the base {block.shape[1]}; "
-                "both must come from the same model"
-            )
-        b = torch.from_numpy(normalize_rows_in_place(block) if owned else l2_normalize(block))
-        for lo in range(0, len(b), TILE_ROWS):
-            rows = b[lo : lo + TILE_ROWS]
-            held = _held_ids(np.arange(offset + lo, offset + lo + len(rows), dtype=np.int64))
-            step = max(1, len(tile) // len(rows))
-            for ql in range(0, len(q), step):
-                sims = tile[: min(step, len(q) - ql) * len(rows)].view(-1, len(rows))
-                torch.mm(q[ql : ql + len(sims)], rows.T, out=sims)
-                top.push(sims.numpy(), held, ql)
-        offset += len(block)
-        # Let go of this block before the stream reads the next: two would be alive at once.
-        del b, block, rows
-    if not 1 <= k <= offset:
-        raise InvalidArgumentError(f"k must be in 1..{offset} (the base size); got {k}")
-    return top.result()
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+        shares = np.linspace(0, len(q), n_threads + 1).astype(np.int64)
+        tiles = [np.empty(tile_bytes_for(q.shape[1]) // 4, np.float32) for _ in range(n_threads)]
+        scratch = None  # an array base's blocks are normalised into a copy, made once
+        for block in blocks:
+            if block.shape[1] != q.shape[1]:
+                raise InvalidArgumentError(
+                    f"queries have {q.shape[1]} features, the base {block.shape[1]}; "
+                    "both must come from the same model"
+                )
+            if owned and block.dtype == np.float32 and block.flags.c_contiguous:
+                b = block if block.flags.writeable else block.copy()
+            else:
+                if scratch is None or len(scratch) < len(block):
+                    scratch = np.empty((len(block), block.shape[1]), np.float32)
+                b = scratch[: len(block)]
+            # The threads normalise their share of the rows, then all search the whole block.
+            rows = np.linspace(0, len(b), n_threads + 1).astype(np.int64)
+            _run_all(pool, _normalize_rows, [(block, b, lo, hi) for lo, hi in pairwise(rows)])
+            _run_all(pool, top.offer_block, [
+                (q, b, offset, lo, hi, tile)
+                for (lo, hi), tile in zip(pairwise(shares), tiles, strict=True)
+            ])
+            offset += len(block)
+            # Let go of this block before the stream reads the next: two would be alive at once.
+            del b, block
+        if not 1 <= k <= offset:
+            raise InvalidArgumentError(f"k must be in 1..{offset} (the base size); got {k}")
+        del q, tiles, scratch  # the results are made next: memory peaks there
+        return top.result(pool, shares)
+
+
+def _run_all(pool: ThreadPoolExecutor, fn: Callable[..., None], calls: list[tuple]) -> None:
+    """``fn(*args)`` for every ``args`` on the pool; returns when all are done (re-raising)."""
+    for job in [pool.submit(fn, *args) for args in calls]:
+        job.result()
+
+
+def _normalize_rows(src: np.ndarray, dst: np.ndarray, lo: int, hi: int) -> None:
+    """``dst[lo:hi]`` = rows ``lo:hi`` of ``src`` scaled to unit norm (``dst`` may be ``src``)."""
+    rows = np.asarray(src[lo:hi], dtype=np.float32)
+    np.divide(rows, row_norms(rows), out=dst[lo:hi])
+    _finite(dst[lo:hi], "base", first_row=lo)
+
+
+def _finite(x: np.ndarray, what: str, first_row: int = 0) -> np.ndarray:
+    """``x``, or InvalidArgumentError naming its first non-finite row (NaN is never a neighbour
+    and would silently leave a query with fewer than k)."""
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise InvalidArgumentError(
+            f"{bad.sum()} {what} embedding(s) hold NaN or inf (first at row "
+            f"{first_row + bad.argmax()} of this {'block' if what == 'base' else 'batch'}); "
+            "re-extract them (e.g. with `--precision fp32`) or leave those samples out"
+        )
+    return x
 
 
 class _TopK:
-    """The k largest similarities of every query so far, in FAISS's per-query min-heaps.
+    """Every query's best k similarities so far (see :mod:`featlab.eval._topk`)."""
 
-    Pushing a tile costs one comparison per similarity against the query's current k-th best
-    (FAISS's ``addn_with_ids``, parallel over queries); only improvements touch the heap.
-    """
+    def __init__(self, m: int, k: int, id_dtype: type) -> None:
+        from featlab.eval import _topk
 
-    def __init__(self, m: int, k: int) -> None:
-        import faiss
+        self._kernels = _topk
+        self.k = k
+        cap = k + max(EXTRA_SLOTS, k // 2)  # >= k + SCREEN_CHUNK
+        self.sims = np.empty((m, cap), dtype=np.float32)
+        self.ids = np.empty((m, cap), dtype=id_dtype)
+        self.counts = np.zeros(m, dtype=np.int64)
+        self.kth = np.full(m, -np.inf, dtype=np.float32)
 
-        self._faiss = faiss
-        self.sims = np.empty((m, k), dtype=np.float32)
-        self.ids = np.empty((m, k), dtype=np.int64)
-        self.heaps = faiss.float_minheap_array_t()
-        self.heaps.k, self.heaps.nh = k, m
-        self.heaps.val = faiss.swig_ptr(self.sims)
-        self.heaps.ids = faiss.swig_ptr(self.ids)
-        self.heaps.heapify()  # similarities -inf, ids -1
+    def offer_block(
+        self, q: np.ndarray, block: np.ndarray, first_id: int, lo: int, hi: int, tile: np.ndarray
+    ) -> None:
+        """Queries ``lo..hi`` against ``block`` (rows ``first_id..``), tile by tile."""
+        for r in range(0, len(block), TILE_ROWS):
+            rows = block[r : r + TILE_ROWS]
+            step = max(1, len(tile) // len(rows))
+            for ql in range(lo, hi, step):
+                sims = tile[: min(step, hi - ql) * len(rows)].reshape(-1, len(rows))
+                np.matmul(q[ql : ql + len(sims)], rows.T, out=sims)
+                self._kernels.offer_tile(
+                    sims, first_id + r, ql, self.sims, self.ids, self.counts, self.kth, self.k
+                )
 
-    def push(self, sims: np.ndarray, held: np.ndarray, first_query: int) -> None:
-        """Offer ``sims (ni, nj)`` (C-contiguous) of queries ``first_query..`` vs the ``nj`` rows
-        whose ids the heaps hold as ``held`` (``_held_ids`` of the row ids, made once per tile
-        of rows by the caller, not per push)."""
-        f = self._faiss
-        self.heaps.addn_with_ids(
-            sims.shape[1], f.swig_ptr(sims), f.swig_ptr(held), 0, first_query, sims.shape[0]
-        )
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(sims, ids)`` sorted best first; equal similarities by ascending id.
-
-        Rows reach the heaps in ascending id and only a strictly better similarity enters; a
-        better one evicts the highest id among the tied worst (see ``_held_ids``). So a heap
-        holds the lowest ids among the rows tied with its k-th best, and, sorted by id within
-        ties, the first k' of a k-search are exactly a k'-search: ``k = 20`` scores the same
-        whether or not ``k = 200`` was asked for too (equal similarities are common: exact
-        duplicates, or float32 sums that round alike).
-        """
-        self.heaps.reorder()
-        self.ids[:] = _held_ids(self.ids)  # the map is its own inverse
-        tied = np.flatnonzero((self.sims[:, 1:] == self.sims[:, :-1]).any(axis=1))
-        if len(tied):
-            order = np.lexsort((self.ids[tied], -self.sims[tied]), axis=1)
-            self.sims[tied] = np.take_along_axis(self.sims[tied], order, axis=1)
-            self.ids[tied] = np.take_along_axis(self.ids[tied], order, axis=1)
-        return self.sims, self.ids
-
-
-def _held_ids(ids: np.ndarray) -> np.ndarray:
-    """Row ids as the heaps hold them, ``-id - 2``, and back (the map is an involution).
-
-    FAISS's min-heaps evict, among entries tied at the worst similarity, the one with the
-    lowest held id; holding ``-id - 2`` makes that the highest row id. ``-1`` stays free: it
-    marks an empty slot for ``reorder``.
-    """
-    return -2 - ids
+    def result(
+        self, pool: ThreadPoolExecutor, shares: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(sims (m, k) float32, ids (m, k) int64)`` sorted best first; the buffers go."""
+        args = (self.sims, self.ids, self.counts, self.k)
+        jobs = [
+            pool.submit(self._kernels.finish_queries, *args, lo, hi)
+            for lo, hi in pairwise(shares)
+        ]
+        for job in jobs:
+            job.result()
+        # One buffer at a time becomes a result, so at most one and a half are alive.
+        sims = np.ascontiguousarray(self.sims[:, : self.k])
+        del self.sims
+        ids = self.ids[:, : self.k].astype(np.int64)
+        del self.ids
+        return sims, ids
 
 
 def knn_vote(

@@ -398,7 +398,7 @@ class _ModelData:
         return self._read(self.val) if len(self.val) else None
 
     def train_blocks(self, rows: np.ndarray) -> Iterator[np.ndarray]:
-        """Training embeddings in blocks of ~128 MiB, read from the store one at a time."""
+        """Training embeddings in the kNN search's blocks (``block_rows_for``), read one by one."""
         step = block_rows_for(self.dim)
         for lo in range(0, len(rows), step):
             yield self._read(rows[lo : lo + step])

@@ -175,3 +175,54 @@ def test_ties_break_by_lowest_id_so_a_small_k_is_a_prefix_of_a_large_k():
     full = l2_normalize(queries) @ l2_normalize(base).T
     ref = np.lexsort((np.broadcast_to(np.arange(3000), full.shape), -full), axis=1)[:, :20]
     np.testing.assert_array_equal(small_i, ref)
+
+
+def _lowest_id_first_top_k(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
+    full = l2_normalize(queries) @ l2_normalize(base).T
+    ids = np.broadcast_to(np.arange(len(base)), full.shape)
+    return np.lexsort((ids, -full), axis=1)[:, :k]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_search_is_independent_of_threads_and_tiles(threads, monkeypatch):
+    # Tiles of 64 rows x a few queries: many tiles per block, several query steps per thread,
+    # and buffers cut back to k many times (k = 5: 64 spare slots, 4,000 rows).
+    import featlab.eval.knn as knn
+
+    monkeypatch.setattr(knn, "TILE_ROWS", 64)
+    monkeypatch.setattr(knn, "MIN_TILE_BYTES", 64 * 4 * 7)
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=(500, 6)).astype(np.float32)[rng.integers(0, 500, 4000)]
+    queries = rng.normal(size=(37, 6)).astype(np.float32)
+    ref = _lowest_id_first_top_k(queries, base, 5)
+    _, idx = knn_search(queries, base, k=5, threads=threads)
+    np.testing.assert_array_equal(idx, ref)
+    # Blocks of unknown total size hold 64-bit ids; the result is the same.
+    _, streamed = knn_search(queries, array_blocks(base.copy(), 333), k=5, threads=threads)
+    np.testing.assert_array_equal(streamed, ref)
+
+
+def test_non_finite_embeddings_are_refused():
+    x = np.eye(4, dtype=np.float32)
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(InvalidArgumentError, match=r"NaN or inf.*row 2"):
+        knn_search(x, bad, k=2)
+    with pytest.raises(InvalidArgumentError, match="query"):
+        knn_search(bad, x, k=2)
+
+
+def test_search_runs_without_torch():
+    # The kNN probe's process must not pay torch's import (~0.5 GiB resident for CUDA builds).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from featlab.eval.knn import knn_classify\n"
+        "x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)\n"
+        "knn_classify(x, np.arange(50) % 2, x[:5], k=3)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
