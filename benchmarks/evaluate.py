@@ -115,7 +115,7 @@ class AnonymousPeak:
     """Peak anonymous RSS (heap and arrays, not mapped library files), sampled every 20 ms.
 
     The kernel keeps the peak of the total RSS only; that total includes the pages of shared
-    libraries in use (torch's CPU library alone is ~0.5 GiB), which do not grow with the data.
+    libraries in use (numba's LLVM alone is ~100 MiB), which do not grow with the data.
     """
 
     def __init__(self) -> None:

@@ -83,22 +83,23 @@ def _hot_chunks(row, threshold, hot):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def offer_tile(tile, first_id, first_query, buf_sims, buf_ids, counts, kth, k):  # type: ignore[no-untyped-def]
-    """Offer ``tile (ni, nj)`` float32 similarities of queries ``first_query..`` against rows
-    ``first_id..first_id + nj`` (ascending ids, after every row offered before).
+def offer_tile(tile, nj, first_id, first_query, buf_sims, buf_ids, counts, kth, k):  # type: ignore[no-untyped-def]
+    """Offer the first ``nj`` columns of ``tile (ni, >= nj)`` float32, the similarities of
+    queries ``first_query..`` against rows ``first_id..first_id + nj`` (ascending ids, after
+    every row offered before).
 
     ``buf_sims / buf_ids (m, cap)`` hold each query's candidates (``cap >= k + SCREEN_CHUNK``),
     ``counts (m,)`` how many, ``kth (m,)`` float32 the k-th best similarity kept at the last
     cut (``-inf`` before the first); all are updated in place.
     """
-    ni, nj = tile.shape
+    ni = tile.shape[0]
     cap = buf_sims.shape[1]
-    hot = np.empty((nj + SCREEN_CHUNK - 1) // SCREEN_CHUNK + 1, dtype=np.int64)
+    hot = np.empty((nj + SCREEN_CHUNK - 1) // SCREEN_CHUNK, dtype=np.int64)
     for i in range(ni):
         q = first_query + i
         bs, bi = buf_sims[q], buf_ids[q]
         th, c = kth[q], counts[q]
-        row = tile[i]
+        row = tile[i, :nj]
         for h in range(_hot_chunks(row, th, hot)):
             j = hot[h]
             chunk = row[j : j + SCREEN_CHUNK]

@@ -43,7 +43,8 @@ BLOCK_BYTES = 16 * 2**20  # training rows read (and normalised) at a time: ~16 M
 TILE_ROWS = 2048
 MIN_TILE_BYTES, MAX_TILE_BYTES = 8 * 2**20, 32 * 2**20
 VOTE_BLOCK = 4096  # queries per vote step: bounds the (m, k, L) multi-label gather
-EXTRA_SLOTS = 64  # candidate slots beyond k per query before a cut back to the best k
+EXTRA_SLOTS = 64  # candidate slots per query beyond k (k // 2 if more) before a cut to k
+QUERY_ALIGN = 64  # queries per GEMM are a multiple of this (zero rows pad the last group)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def knn_search(
         k: Neighbours per query.
         n_base: Number of base rows when ``base`` is an iterable (checks ``k`` up front).
         threads: Search threads (default :func:`search_threads`); the result does not depend
-            on it.
+            on it (every GEMM has the same shape, so a similarity has the same bits wherever
+            the tiling puts it).
 
     Returns:
         ``sims (m, k) float32`` cosine similarities, descending, and ``indices (m, k) int64``
@@ -118,23 +120,31 @@ def knn_search(
         InvalidArgumentError: The dimensions differ, ``k`` is not in ``1..n``, or an embedding
             is not finite.
     """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise InvalidArgumentError(f"k must be a whole number >= 1; got {k!r}")
     owned = not isinstance(base, np.ndarray)
     if not owned:
         n_base = len(base)
         blocks: Iterable[np.ndarray] = array_blocks(base, block_rows_for(base.shape[1]))
     else:
         blocks = base
-    if n_base is not None and not 1 <= k <= n_base:
+    if n_base is not None and k > n_base:
         raise InvalidArgumentError(f"k must be in 1..{n_base} (the base size); got {k}")
-    q = _finite(l2_normalize(queries), "query")
-    n_threads = max(1, min(threads or search_threads(), len(q)))
-    top = _TopK(len(q), k, np.int32 if n_base is not None and n_base < 2**31 else np.int64)
+    q = _normalized_queries(queries)
+    m = len(queries)
+    n_threads = max(1, min(threads or search_threads(), len(q) // QUERY_ALIGN))
+    top = _TopK(m, k, np.int32 if n_base is not None and n_base < 2**31 else np.int64)
     offset = 0
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
-        shares = np.linspace(0, len(q), n_threads + 1).astype(np.int64)
-        tiles = [np.empty(tile_bytes_for(q.shape[1]) // 4, np.float32) for _ in range(n_threads)]
+    with (
+        threadpool_limits(1, user_api="blas"),
+        ThreadPoolExecutor(n_threads, initializer=_one_blas_thread) as pool,
+    ):
+        # Whole QUERY_ALIGN groups per thread: every GEMM has full-height blocks of queries.
+        shares = np.linspace(0, len(q) // QUERY_ALIGN, n_threads + 1).astype(np.int64)
+        shares *= QUERY_ALIGN
+        work = [_ThreadTiles(q.shape[1]) for _ in range(n_threads)]
         scratch = None  # an array base's blocks are normalised into a copy, made once
         for block in blocks:
             if block.shape[1] != q.shape[1]:
@@ -150,18 +160,39 @@ def knn_search(
                 b = scratch[: len(block)]
             # The threads normalise their share of the rows, then all search the whole block.
             rows = np.linspace(0, len(b), n_threads + 1).astype(np.int64)
-            _run_all(pool, _normalize_rows, [(block, b, lo, hi) for lo, hi in pairwise(rows)])
+            _run_all(pool, _normalize_rows, [
+                (block, b, lo, hi, offset) for lo, hi in pairwise(rows)
+            ])
             _run_all(pool, top.offer_block, [
-                (q, b, offset, lo, hi, tile)
-                for (lo, hi), tile in zip(pairwise(shares), tiles, strict=True)
+                (q, b, offset, lo, hi, tiles) for (lo, hi), tiles in zip(pairwise(shares), work,
+                                                                      strict=True)
             ])
             offset += len(block)
             # Let go of this block before the stream reads the next: two would be alive at once.
             del b, block
-        if not 1 <= k <= offset:
+        if k > offset:
             raise InvalidArgumentError(f"k must be in 1..{offset} (the base size); got {k}")
-        del q, tiles, scratch  # the results are made next: memory peaks there
-        return top.result(pool, shares)
+        del q, work, scratch  # the results are made next: memory peaks there
+        return top.result(pool, np.minimum(shares, m))
+
+
+def _normalized_queries(queries: np.ndarray) -> np.ndarray:
+    """Unit-norm float32 queries, with zero rows appended up to a multiple of QUERY_ALIGN."""
+    m = len(queries)
+    q = np.zeros((-(-m // QUERY_ALIGN) * QUERY_ALIGN, queries.shape[1]), np.float32)
+    q[:m] = queries
+    with np.errstate(invalid="ignore", over="ignore"):  # inf / inf: refused just below
+        q[:m] /= row_norms(q[:m])
+    _finite(q[:m], "query")
+    return q
+
+
+def _one_blas_thread() -> None:
+    # threadpoolctl's limit is per calling thread for some BLAS builds (MKL, OpenMP OpenBLAS):
+    # each search thread sets its own, or its GEMMs would spawn threads of their own.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
 
 
 def _run_all(pool: ThreadPoolExecutor, fn: Callable[..., None], calls: list[tuple]) -> None:
@@ -170,11 +201,13 @@ def _run_all(pool: ThreadPoolExecutor, fn: Callable[..., None], calls: list[tupl
         job.result()
 
 
-def _normalize_rows(src: np.ndarray, dst: np.ndarray, lo: int, hi: int) -> None:
-    """``dst[lo:hi]`` = rows ``lo:hi`` of ``src`` scaled to unit norm (``dst`` may be ``src``)."""
+def _normalize_rows(src: np.ndarray, dst: np.ndarray, lo: int, hi: int, offset: int) -> None:
+    """``dst[lo:hi]`` = rows ``lo:hi`` of ``src`` scaled to unit norm (``dst`` may be ``src``);
+    ``offset`` is the block's first row in the base (for the error message)."""
     rows = np.asarray(src[lo:hi], dtype=np.float32)
-    np.divide(rows, row_norms(rows), out=dst[lo:hi])
-    _finite(dst[lo:hi], "base", first_row=lo)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf / inf: refused just below
+        np.divide(rows, row_norms(rows), out=dst[lo:hi])
+    _finite(dst[lo:hi], "base", first_row=offset + lo)
 
 
 def _finite(x: np.ndarray, what: str, first_row: int = 0) -> np.ndarray:
@@ -183,11 +216,31 @@ def _finite(x: np.ndarray, what: str, first_row: int = 0) -> np.ndarray:
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         raise InvalidArgumentError(
-            f"{bad.sum()} {what} embedding(s) hold NaN or inf (first at row "
-            f"{first_row + bad.argmax()} of this {'block' if what == 'base' else 'batch'}); "
-            "re-extract them (e.g. with `--precision fp32`) or leave those samples out"
+            f"{bad.sum()} {what} embedding(s) hold NaN or inf (first: {what} row "
+            f"{first_row + bad.argmax()}); re-extract them (e.g. with `--precision fp32`) or "
+            "leave those samples out"
         )
     return x
+
+
+class _ThreadTiles:
+    """One search thread's similarity tile and a zero-padded copy for a block's last rows."""
+
+    def __init__(self, dim: int) -> None:
+        # Queries per GEMM: whole QUERY_ALIGN groups filling tile_bytes_for(dim).
+        per_tile = tile_bytes_for(dim) // (4 * TILE_ROWS) // QUERY_ALIGN * QUERY_ALIGN
+        self.step = max(QUERY_ALIGN, per_tile)
+        self.sims = np.empty((self.step, TILE_ROWS), np.float32)
+        self.padded_rows = np.zeros((TILE_ROWS, dim), np.float32)
+
+    def rows(self, block: np.ndarray, r: int) -> np.ndarray:
+        """Rows ``r..r + TILE_ROWS`` of ``block``, zero-padded to TILE_ROWS when fewer remain."""
+        rows = block[r : r + TILE_ROWS]
+        if len(rows) == TILE_ROWS:
+            return rows
+        self.padded_rows[: len(rows)] = rows
+        self.padded_rows[len(rows) :] = 0
+        return self.padded_rows
 
 
 class _TopK:
@@ -197,7 +250,7 @@ class _TopK:
         from featlab.eval import _topk
 
         self._kernels = _topk
-        self.k = k
+        self.m, self.k = m, k
         cap = k + max(EXTRA_SLOTS, k // 2)  # >= k + SCREEN_CHUNK
         self.sims = np.empty((m, cap), dtype=np.float32)
         self.ids = np.empty((m, cap), dtype=id_dtype)
@@ -205,30 +258,35 @@ class _TopK:
         self.kth = np.full(m, -np.inf, dtype=np.float32)
 
     def offer_block(
-        self, q: np.ndarray, block: np.ndarray, first_id: int, lo: int, hi: int, tile: np.ndarray
+        self, q: np.ndarray, block: np.ndarray, first_id: int, lo: int, hi: int,
+        tiles: _ThreadTiles,
     ) -> None:
-        """Queries ``lo..hi`` against ``block`` (rows ``first_id..``), tile by tile."""
+        """Queries ``lo..hi`` (padded rows included) against ``block`` (rows ``first_id..``).
+
+        Every GEMM has the same shape, ``(step or a multiple of QUERY_ALIGN) x TILE_ROWS``:
+        BLAS rounds the edges of odd shapes differently (and computes one query as a GEMV), so
+        a row's similarity would depend on where the tiling put it — an exact duplicate in a
+        block's last partial tile would then rank apart from its twin.
+        """
         for r in range(0, len(block), TILE_ROWS):
-            rows = block[r : r + TILE_ROWS]
-            step = max(1, len(tile) // len(rows))
-            for ql in range(lo, hi, step):
-                sims = tile[: min(step, hi - ql) * len(rows)].reshape(-1, len(rows))
+            rows = tiles.rows(block, r)
+            width = min(TILE_ROWS, len(block) - r)
+            for ql in range(lo, hi, tiles.step):
+                sims = tiles.sims[: min(tiles.step, hi - ql)]
                 np.matmul(q[ql : ql + len(sims)], rows.T, out=sims)
+                real = min(len(sims), self.m - ql)  # the padding queries are not offered
                 self._kernels.offer_tile(
-                    sims, first_id + r, ql, self.sims, self.ids, self.counts, self.kth, self.k
+                    sims[:real], width, first_id + r, ql, self.sims, self.ids, self.counts,
+                    self.kth, self.k,
                 )
 
     def result(
         self, pool: ThreadPoolExecutor, shares: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(sims (m, k) float32, ids (m, k) int64)`` sorted best first; the buffers go."""
-        args = (self.sims, self.ids, self.counts, self.k)
-        jobs = [
-            pool.submit(self._kernels.finish_queries, *args, lo, hi)
-            for lo, hi in pairwise(shares)
-        ]
-        for job in jobs:
-            job.result()
+        _run_all(pool, self._kernels.finish_queries, [
+            (self.sims, self.ids, self.counts, self.k, lo, hi) for lo, hi in pairwise(shares)
+        ])
         # One buffer at a time becomes a result, so at most one and a half are alive.
         sims = np.ascontiguousarray(self.sims[:, : self.k])
         del self.sims

@@ -1,4 +1,4 @@
-"""k-NN parity: FAISS search vs brute force, the weighted vote vs a hand-computed example."""
+"""k-NN parity: the exact search vs brute force, the weighted vote vs a hand-computed example."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_recall_at_k_by_hand():
 
 def test_ties_break_by_lowest_id_so_a_small_k_is_a_prefix_of_a_large_k():
     # 300 distinct vectors ~10 times each in random order: ties span the k-th position, and
-    # better rows keep arriving after tied ones entered a heap (so tied entries get evicted).
+    # better rows keep arriving after tied ones were kept (so tied entries get cut).
     rng = np.random.default_rng(5)
     base = rng.normal(size=(300, 8)).astype(np.float32)[rng.integers(0, 300, 3000)]
     queries = rng.normal(size=(40, 8)).astype(np.float32)
@@ -185,15 +185,16 @@ def _lowest_id_first_top_k(queries: np.ndarray, base: np.ndarray, k: int) -> np.
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_search_is_independent_of_threads_and_tiles(threads, monkeypatch):
-    # Tiles of 64 rows x a few queries: many tiles per block, several query steps per thread,
-    # and buffers cut back to k many times (k = 5: 64 spare slots, 4,000 rows).
+    # Tiles of 64 rows x 64 queries: many tiles per block, several query steps per thread
+    # (200 queries: 4 groups of 64, the last padded), and buffers cut back to k many times
+    # (k = 5: 64 spare slots, 4,000 rows).
     import featlab.eval.knn as knn
 
     monkeypatch.setattr(knn, "TILE_ROWS", 64)
-    monkeypatch.setattr(knn, "MIN_TILE_BYTES", 64 * 4 * 7)
+    monkeypatch.setattr(knn, "MIN_TILE_BYTES", 64 * 4 * 64)
     rng = np.random.default_rng(11)
     base = rng.normal(size=(500, 6)).astype(np.float32)[rng.integers(0, 500, 4000)]
-    queries = rng.normal(size=(37, 6)).astype(np.float32)
+    queries = rng.normal(size=(200, 6)).astype(np.float32)
     ref = _lowest_id_first_top_k(queries, base, 5)
     _, idx = knn_search(queries, base, k=5, threads=threads)
     np.testing.assert_array_equal(idx, ref)
@@ -202,12 +203,43 @@ def test_search_is_independent_of_threads_and_tiles(threads, monkeypatch):
     np.testing.assert_array_equal(streamed, ref)
 
 
+def test_duplicates_in_a_partial_tile_and_thread_counts_give_the_same_bits():
+    # d = 384 as a ViT-S: BLAS rounds odd GEMM shapes (a block's last, narrower tile; a single
+    # query) differently, so every GEMM is given the same shape. Row 2048 duplicates row 0 and
+    # is alone in the last tile; it must tie with row 0 exactly and rank after it.
+    rng = np.random.default_rng(0)
+    queries = rng.normal(size=(130, 384)).astype(np.float32)
+    base = rng.normal(size=(2049, 384)).astype(np.float32)
+    base[0] = queries[0] + 0.3 * rng.normal(size=384).astype(np.float32)
+    base[2048] = base[0]
+    one = knn_search(queries, base, k=3, threads=1)
+    assert one[1][0, :2].tolist() == [0, 2048]
+    assert one[0][0, 0] == one[0][0, 1]
+    for threads in (2, 3):
+        other = knn_search(queries, base, k=3, threads=threads)
+        np.testing.assert_array_equal(other[0], one[0])
+        np.testing.assert_array_equal(other[1], one[1])
+    alone = knn_search(queries[:1], base, k=3, threads=1)  # a single query: no GEMV
+    np.testing.assert_array_equal(alone[0], one[0][:1])
+
+
+def test_k_must_be_a_positive_whole_number():
+    x = np.eye(4, dtype=np.float32)
+    for bad in (0, -40, 2.0, True):
+        with pytest.raises(InvalidArgumentError, match="k must be"):
+            knn_search(x, array_blocks(x, 2), k=bad)
+
+
 def test_non_finite_embeddings_are_refused():
     x = np.eye(4, dtype=np.float32)
     bad = x.copy()
     bad[2, 1] = np.nan
-    with pytest.raises(InvalidArgumentError, match=r"NaN or inf.*row 2"):
+    with pytest.raises(InvalidArgumentError, match=r"NaN or inf.*base row 2"):
         knn_search(x, bad, k=2)
+    many = np.tile(x, (3000, 1))
+    many[9000, 0] = np.inf  # row 9000 of the base, in a later block than the first
+    with pytest.raises(InvalidArgumentError, match="base row 9000"):
+        knn_search(x, array_blocks(many, 4096), k=2, n_base=len(many))
     with pytest.raises(InvalidArgumentError, match="query"):
         knn_search(bad, x, k=2)
 
