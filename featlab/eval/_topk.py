@@ -38,8 +38,9 @@ def _select_best(sims, ids, n, k):  # type: ignore[no-untyped-def]
     best similarity.
 
     Quickselect with a branch-free Lomuto partition: every element is swapped whether or not
-    it moves, so the loop has no data-dependent branch to mispredict (~3x faster here than
-    Hoare's partition on the ~300-slot buffers).
+    it moves, and ``_better`` compares bitwise, so the loop has no data-dependent branch to
+    mispredict (a ~300-slot cut: 2.5-3 us here, 5.5 us with a Hoare partition and
+    short-circuit comparisons).
     """
     lo, hi = 0, n
     while hi - lo > 1:

@@ -161,7 +161,7 @@ def knn_search(
             # The threads normalise their share of the rows, then all search the whole block.
             rows = np.linspace(0, len(b), n_threads + 1).astype(np.int64)
             _run_all(pool, _normalize_rows, [
-                (block, b, lo, hi, offset) for lo, hi in pairwise(rows)
+                (block, b, lo, hi, offset, "base") for lo, hi in pairwise(rows)
             ])
             _run_all(pool, top.offer_block, [
                 (q, b, offset, lo, hi, tiles) for (lo, hi), tiles in zip(pairwise(shares), work,
@@ -180,10 +180,7 @@ def _normalized_queries(queries: np.ndarray) -> np.ndarray:
     """Unit-norm float32 queries, with zero rows appended up to a multiple of QUERY_ALIGN."""
     m = len(queries)
     q = np.zeros((-(-m // QUERY_ALIGN) * QUERY_ALIGN, queries.shape[1]), np.float32)
-    q[:m] = queries
-    with np.errstate(invalid="ignore", over="ignore"):  # inf / inf: refused just below
-        q[:m] /= row_norms(q[:m])
-    _finite(q[:m], "query")
+    _normalize_rows(queries, q, 0, m, 0, "query")
     return q
 
 
@@ -201,26 +198,27 @@ def _run_all(pool: ThreadPoolExecutor, fn: Callable[..., None], calls: list[tupl
         job.result()
 
 
-def _normalize_rows(src: np.ndarray, dst: np.ndarray, lo: int, hi: int, offset: int) -> None:
-    """``dst[lo:hi]`` = rows ``lo:hi`` of ``src`` scaled to unit norm (``dst`` may be ``src``);
-    ``offset`` is the block's first row in the base (for the error message)."""
+def _normalize_rows(
+    src: np.ndarray, dst: np.ndarray, lo: int, hi: int, offset: int, what: str
+) -> None:
+    """``dst[lo:hi]`` = rows ``lo:hi`` of ``src`` scaled to unit norm, as float32 (``dst`` may
+    be ``src``).
+
+    Raises:
+        InvalidArgumentError: A row holds NaN or inf, named as ``what`` row ``offset + i``
+            (NaN is never a neighbour and would silently leave a query with fewer than k).
+    """
     rows = np.asarray(src[lo:hi], dtype=np.float32)
+    out = dst[lo:hi]
     with np.errstate(invalid="ignore", over="ignore"):  # inf / inf: refused just below
-        np.divide(rows, row_norms(rows), out=dst[lo:hi])
-    _finite(dst[lo:hi], "base", first_row=offset + lo)
-
-
-def _finite(x: np.ndarray, what: str, first_row: int = 0) -> np.ndarray:
-    """``x``, or InvalidArgumentError naming its first non-finite row (NaN is never a neighbour
-    and would silently leave a query with fewer than k)."""
-    bad = ~np.isfinite(x).all(axis=1)
+        np.divide(rows, row_norms(rows), out=out)
+    bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
         raise InvalidArgumentError(
             f"{bad.sum()} {what} embedding(s) hold NaN or inf (first: {what} row "
-            f"{first_row + bad.argmax()}); re-extract them (e.g. with `--precision fp32`) or "
+            f"{offset + lo + bad.argmax()}); re-extract them (e.g. with `--precision fp32`) or "
             "leave those samples out"
         )
-    return x
 
 
 class _ThreadTiles:
