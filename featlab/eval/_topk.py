@@ -1,19 +1,21 @@
-"""Compiled (numba) top-k selection of the exact kNN search: offer similarity tiles, keep k.
+"""Compiled (numba) top-k selection of the exact kNN search: screen tiles, re-score, keep k.
 
-Each query owns a buffer of ``cap >= k + SCREEN_CHUNK`` slots. A tile row is first screened in
-chunks of ``SCREEN_CHUNK`` similarities against the query's k-th best so far (a vectorised
-count, in its own function so that it compiles to vector code); only chunks holding a better
-value are walked, appending their candidates branch-free, and a full buffer is cut back to its
-best ``k`` by a quickselect. Once a few thousand rows are seen almost no chunk holds a
-candidate. Measured at d = 384, k = 200 on 2 cores (2026-12-06): the selection takes ~15% of
-the search time, where FAISS's heaps (a scalar comparison per similarity, and a sift with
-mispredicted branches per entry) took ~25%.
+Each query owns a buffer of ``cap >= k + SCREEN_CHUNK`` slots. A screen tile row (approximate
+similarities, see :mod:`featlab.eval._screens`) is first checked in chunks of
+``SCREEN_CHUNK`` against the query's k-th best so far lowered by the screen's error bound (a
+vectorised count, in its own function so that it compiles to vector code); only chunks holding
+a possible candidate are walked, each candidate is re-scored exactly
+(:func:`exact_similarity`) and appended branch-free, and a full buffer is cut back to its best
+``k`` by a quickselect. Once a few thousand rows are seen almost no chunk holds a candidate.
+Measured at d = 384, k = 200 on 2 cores (2026-12-06): ~2,400 rows re-scored per query of
+262,144 (~1,400 of them while the k-th best still rises over the first rows, ~450 within the
+bf16 screen's error of the final k-th best).
 
 Order: a larger similarity is better, and among equal similarities the lower row id. Cuts keep
-the best ``k`` under that whole order, so the result does not depend on tiling, blocks or
-threads, and the first k' of a k-search are exactly a k'-search. Rows are offered in ascending
-id, so a similarity merely equal to the k-th best would lose its cut; it is not appended.
-All kernels release the GIL: threads search disjoint sets of queries.
+the best ``k`` under that whole order, so the result does not depend on the screen, tiling,
+blocks or threads, and the first k' of a k-search are exactly a k'-search. Rows are offered in
+ascending id, so a similarity merely equal to the k-th best would lose its cut; it is not
+appended. All kernels release the GIL: threads search disjoint sets of queries.
 """
 
 from __future__ import annotations
@@ -68,49 +70,80 @@ def _select_best(sims, ids, n, k):  # type: ignore[no-untyped-def]
     return worst
 
 
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
+def exact_similarity(a, b):  # type: ignore[no-untyped-def]
+    """The similarity the search reports: ``a . b`` of two float32 rows, summed in float64 and
+    rounded to float32 once.
+
+    Every product of two float32 numbers is exact in float64 and the float64 sum's error is
+    ~2^-44 relative, so the float32 result does not depend on the order the vector code sums
+    in (``reassoc``): the same bits on every CPU, except when the sum lands within ~2^-44 of
+    a float32 rounding boundary.
+    """
+    s = 0.0
+    for t in range(a.size):
+        s += np.float64(a[t]) * np.float64(b[t])
+    return np.float32(s)
+
+
 @_jit
-def _hot_chunks(row, threshold, hot):  # type: ignore[no-untyped-def]
-    """Starts of the ``SCREEN_CHUNK``-long chunks of ``row`` with a value above ``threshold``,
-    into ``hot``; returns how many. Kept apart from the appends so that the count vectorises."""
+def _hot_chunks(row, row_slack, threshold, hot):  # type: ignore[no-untyped-def]
+    """Starts of the ``SCREEN_CHUNK``-long chunks of ``row`` with a ``row + row_slack`` above
+    ``threshold``, into ``hot``; returns how many. Kept apart from the appends so that the
+    count vectorises."""
     n = 0
     for j in range(0, row.size, SCREEN_CHUNK):
         chunk = row[j : j + SCREEN_CHUNK]
+        slack = row_slack[j : j + SCREEN_CHUNK]
         hits = 0
         for t in range(chunk.size):  # no branch, no early exit
-            hits += chunk[t] > threshold
+            hits += chunk[t] + slack[t] > threshold
         hot[n] = j
         n += hits > 0
     return n
 
 
 @_jit
-def offer_tile(tile, nj, first_id, first_query, buf_sims, buf_ids, counts, kth, k):  # type: ignore[no-untyped-def]
-    """Offer the first ``nj`` columns of ``tile (ni, >= nj)`` float32, the similarities of
-    queries ``first_query..`` against rows ``first_id..first_id + nj`` (ascending ids, after
-    every row offered before).
+def offer_tile(  # type: ignore[no-untyped-def]
+    tile, nj, first_id, first_query, buf_sims, buf_ids, counts, kth, k,
+    queries, rows, row_slack, query_slack,
+):
+    """Offer rows ``first_id..first_id + nj`` (ascending ids, after every row offered before)
+    to queries ``first_query..``, screened by ``tile (ni, >= nj) float32``, approximate
+    similarities of the queries with the rows.
+
+    A row is re-scored exactly (:func:`exact_similarity` of ``queries[q]`` and ``rows[j]``,
+    float32 unit rows) unless the screen proves it cannot beat the query's k-th best:
+    ``|tile[i, j] - exact| <= row_slack[j] + query_slack[q]`` must hold for every pair (the
+    callers bound their screen's error that way). So the result is the exact one whatever the
+    screen's precision, and the same bits for every screen.
 
     ``buf_sims / buf_ids (m, cap)`` hold each query's candidates (``cap >= k + SCREEN_CHUNK``),
-    ``counts (m,)`` how many, ``kth (m,)`` float32 the k-th best similarity kept at the last
-    cut (``-inf`` before the first); all are updated in place.
+    ``counts (m,)`` how many, ``kth (m,)`` float32 the k-th best exact similarity kept at the
+    last cut (``-inf`` before the first); all are updated in place.
     """
     ni = tile.shape[0]
     cap = buf_sims.shape[1]
     hot = np.empty((nj + SCREEN_CHUNK - 1) // SCREEN_CHUNK, dtype=np.int64)
     for i in range(ni):
         q = first_query + i
-        bs, bi = buf_sims[q], buf_ids[q]
+        bs, bi, query = buf_sims[q], buf_ids[q], queries[q]
         th, c = kth[q], counts[q]
+        screen = th - query_slack[q]
         row = tile[i, :nj]
-        for h in range(_hot_chunks(row, th, hot)):
+        for h in range(_hot_chunks(row, row_slack[:nj], screen, hot)):
             j = hot[h]
-            chunk = row[j : j + SCREEN_CHUNK]
-            if c + chunk.size > cap:  # room for the whole chunk: cut back to the best k
+            end = min(j + SCREEN_CHUNK, nj)
+            if c + (end - j) > cap:  # room for the whole chunk: cut back to the best k
                 th = _select_best(bs, bi, c, k)
+                screen = th - query_slack[q]
                 c = k
-            for t in range(chunk.size):  # branch-free append: written always, kept if better
-                bs[c] = chunk[t]
-                bi[c] = first_id + j + t
-                c += chunk[t] > th
+            for t in range(j, end):
+                if row[t] + row_slack[t] > screen:
+                    s = exact_similarity(query, rows[t])
+                    bs[c] = s  # written always, kept if better
+                    bi[c] = first_id + t
+                    c += s > th
         kth[q], counts[q] = th, c
 
 

@@ -1,4 +1,4 @@
-"""k-nearest-neighbour classification of embeddings (exact cosine: GEMM tiles + compiled top-k).
+"""k-nearest-neighbour classification of embeddings (exact cosine: screen tiles + compiled top-k).
 
 Protocol (DESIGN section 6): L2-normalised embeddings, exact inner-product search, and DINO's
 temperature-weighted vote: each of the k neighbours votes for its class with weight
@@ -6,15 +6,14 @@ exp(cos / T), T = 0.07 (Caron et al. 2021, section 4.1 / eval_knn.py); a plain m
 is the alternative. k = 20 and 200 by default: 20 is DINO's headline, 200 what the ViT study
 uses (pretrained-vits-medical-knn-finetune.txt, section 3).
 
-The search streams the training matrix in blocks (each normalised on its own), computes
-similarities tile by tile with numpy's float32 GEMM and keeps each query's best k with the
-compiled selection of :mod:`featlab.eval._topk`, so peak memory is one block, one tile per
-thread, the queries and their k-best buffers, whatever the size of the training set. It does
-not import torch: a CUDA build of torch is ~0.5 GiB resident on import alone, more than the
-whole search holds at PCam scale (d = 384). Measured against torch's GEMM tiles (MKL) with
-FAISS's heaps, which it replaces (2026-12-06, separate processes, alternated): the same speed
-at d = 384 and 1536 within the run-to-run noise, because numpy's OpenBLAS GEMM is ~10% slower
-than MKL here and the selection ~10% cheaper than the heaps.
+The search streams the training matrix in blocks (each normalised on its own), screens
+similarities tile by tile (:mod:`featlab.eval._screens`: Intel AMX bf16 tiles where the CPU
+has them, else numpy's float32 GEMM), re-scores exactly (float64 sums) every row the screen's
+error bound cannot rule out, and keeps each query's best k with the compiled selection of
+:mod:`featlab.eval._topk`. Peak memory is one block, one tile per thread, the queries and
+their k-best buffers, whatever the size of the training set. It does not import torch: a
+CUDA build of torch is ~0.5 GiB resident on import alone, more than the whole search holds at
+PCam scale (d = 384).
 """
 
 from __future__ import annotations
@@ -29,22 +28,16 @@ import numpy as np
 
 from featlab._vectors import l2_normalize, row_norms
 from featlab.errors import InvalidArgumentError
+from featlab.eval._screens import TILE_ROWS, AmxScreen, Fp32Screen, resolve_kernel
 
 DEFAULT_KS = (20, 200)
 DEFAULT_TEMPERATURE = 0.07
 VOTES = ("weighted", "majority")
 BLOCK_BYTES = 16 * 2**20  # training rows read (and normalised) at a time: ~16 MiB of float32
-# Each thread runs single-threaded GEMMs for its own share of the queries, so no thread waits
-# for another inside a GEMM and the selection needs no locks; a thread computes (queries x
-# TILE_ROWS) tiles of tile_bytes_for(d) and offers each to the selection. Measured at d = 384
-# on 2 cores (2026-12-06): 2048-row tiles of 8 MiB ran ~8% faster than 256-row tiles of 2 MiB
-# that stay in L2 (the GEMM's shape matters more than the selection's cache misses), and 16 MiB
-# blocks held ~50 MiB less than 64 MiB blocks at the same speed.
-TILE_ROWS = 2048
-MIN_TILE_BYTES, MAX_TILE_BYTES = 8 * 2**20, 32 * 2**20
+# (16 MiB blocks held ~50 MiB less than 64 MiB blocks at the same speed, 2026-12-06).
 VOTE_BLOCK = 4096  # queries per vote step: bounds the (m, k, L) multi-label gather
 EXTRA_SLOTS = 64  # candidate slots per query beyond k (k // 2 if more) before a cut to k
-QUERY_ALIGN = 64  # queries per GEMM are a multiple of this (zero rows pad the last group)
+QUERY_ALIGN = 64  # each thread's queries are whole groups of this (zero rows pad the last)
 
 
 @dataclass(frozen=True)
@@ -60,15 +53,10 @@ class KNNPrediction:
 
 def block_rows_for(dim: int) -> int:
     """Training rows per search block for ``dim``-d float32 embeddings: ~16 MiB, rounded to
-    whole GEMM tiles (a partial tile at every block's end runs the GEMM at a worse shape)."""
+    whole float32 screen tiles (a partial tile at every block's end runs the GEMM at a worse
+    shape)."""
     rows = BLOCK_BYTES // (4 * max(dim, 1))
     return max(TILE_ROWS, round(rows / TILE_ROWS) * TILE_ROWS)
-
-
-def tile_bytes_for(dim: int) -> int:
-    """Bytes of one thread's similarity tile: 8 MiB at d <= 384, growing with d up to 32 MiB
-    (at d = 1536 small tiles re-read the rows' tile too often)."""
-    return min(MAX_TILE_BYTES, max(MIN_TILE_BYTES, MIN_TILE_BYTES * dim // 384))
 
 
 def search_threads() -> int:
@@ -94,6 +82,7 @@ def knn_search(
     *,
     n_base: int | None = None,
     threads: int | None = None,
+    kernel: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine k-NN: ``(sims, indices)``, each ``(m, k)``, best first.
 
@@ -105,20 +94,23 @@ def knn_search(
             fresh reads; an array ``base`` is never modified).
         k: Neighbours per query.
         n_base: Number of base rows when ``base`` is an iterable (checks ``k`` up front).
-        threads: Search threads (default :func:`search_threads`); the result does not depend
-            on it (every GEMM has the same shape, so a similarity has the same bits wherever
-            the tiling puts it).
+        threads: Search threads (default :func:`search_threads`).
+        kernel: The screen: ``"amx-bf16"`` (Intel AMX), ``"fp32"`` (float32 GEMM) or
+            ``"auto"`` (AMX where the CPU has it; ``$FEATLAB_KNN_KERNEL`` overrides).
 
     Returns:
-        ``sims (m, k) float32`` cosine similarities, descending, and ``indices (m, k) int64``
-        positions in ``base``. Equal similarities are ordered by ascending index, and the
-        neighbours kept are the lowest indices among those tied with the k-th: the first k'
-        columns of a k-search are exactly a k'-search (``k = 20`` scores the same whether or
-        not ``k = 200`` was searched; ties are common with duplicate images).
+        ``sims (m, k) float32`` cosine similarities of the normalised float32 embeddings
+        (summed in float64, rounded once), descending, and ``indices (m, k) int64`` positions
+        in ``base``. Equal similarities are ordered by ascending index, and the neighbours kept
+        are the lowest indices among those tied with the k-th: the first k' columns of a
+        k-search are exactly a k'-search (``k = 20`` scores the same whether or not
+        ``k = 200`` was searched; ties are common with duplicate images). The result is the
+        same bits for every kernel, thread count and blocking: the screen only decides which
+        rows are scored (see :mod:`featlab.eval._screens`).
 
     Raises:
-        InvalidArgumentError: The dimensions differ, ``k`` is not in ``1..n``, or an embedding
-            is not finite.
+        InvalidArgumentError: The dimensions differ, ``k`` is not in ``1..n``, an embedding
+            is not finite, or ``kernel`` is unknown or cannot run here.
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise InvalidArgumentError(f"k must be a whole number >= 1; got {k!r}")
@@ -130,10 +122,12 @@ def knn_search(
         blocks = base
     if n_base is not None and k > n_base:
         raise InvalidArgumentError(f"k must be in 1..{n_base} (the base size); got {k}")
+    kernel = resolve_kernel(kernel)
     q = _normalized_queries(queries)
     m = len(queries)
     n_threads = max(1, min(threads or search_threads(), len(q) // QUERY_ALIGN))
     top = _TopK(m, k, np.int32 if n_base is not None and n_base < 2**31 else np.int64)
+    screen = AmxScreen(q) if kernel == "amx-bf16" else Fp32Screen(q)
     offset = 0
     from threadpoolctl import threadpool_limits
 
@@ -141,10 +135,10 @@ def knn_search(
         threadpool_limits(1, user_api="blas"),
         ThreadPoolExecutor(n_threads, initializer=_one_blas_thread) as pool,
     ):
-        # Whole QUERY_ALIGN groups per thread: every GEMM has full-height blocks of queries.
+        # Whole QUERY_ALIGN groups per thread: the screens work on full groups of queries.
         shares = np.linspace(0, len(q) // QUERY_ALIGN, n_threads + 1).astype(np.int64)
         shares *= QUERY_ALIGN
-        work = [_ThreadTiles(q.shape[1]) for _ in range(n_threads)]
+        work = [screen.new_worker() for _ in range(n_threads)]
         scratch = None  # an array base's blocks are normalised into a copy, made once
         for block in blocks:
             if block.shape[1] != q.shape[1]:
@@ -158,21 +152,23 @@ def knn_search(
                 if scratch is None or len(scratch) < len(block):
                     scratch = np.empty((len(block), block.shape[1]), np.float32)
                 b = scratch[: len(block)]
-            # The threads normalise their share of the rows, then all search the whole block.
-            rows = np.linspace(0, len(b), n_threads + 1).astype(np.int64)
-            _run_all(pool, _normalize_rows, [
-                (block, b, lo, hi, offset, "base") for lo, hi in pairwise(rows)
+            # The threads prepare their share of the rows (whole 32-row groups, zero rows
+            # padding the last), then all search the whole block.
+            screen.start_block(len(b))
+            rows = np.linspace(0, -(-len(b) // 32), n_threads + 1).astype(np.int64) * 32
+            _run_all(pool, _prepare_rows, [
+                (block, b, lo, hi, offset, screen) for lo, hi in pairwise(rows)
             ])
-            _run_all(pool, top.offer_block, [
-                (q, b, offset, lo, hi, tiles) for (lo, hi), tiles in zip(pairwise(shares), work,
-                                                                      strict=True)
+            _run_all(pool, screen.offer, [
+                (top, b, offset, lo, hi, w) for (lo, hi), w in zip(pairwise(shares), work,
+                                                                 strict=True)
             ])
             offset += len(block)
             # Let go of this block before the stream reads the next: two would be alive at once.
             del b, block
         if k > offset:
             raise InvalidArgumentError(f"k must be in 1..{offset} (the base size); got {k}")
-        del q, work, scratch  # the results are made next: memory peaks there
+        del q, work, scratch, screen  # the results are made next: memory peaks there
         return top.result(pool, np.minimum(shares, m))
 
 
@@ -198,6 +194,15 @@ def _run_all(pool: ThreadPoolExecutor, fn: Callable[..., None], calls: list[tupl
         job.result()
 
 
+def _prepare_rows(
+    src: np.ndarray, dst: np.ndarray, lo: int, hi: int, offset: int, screen
+) -> None:
+    """Rows ``lo..hi`` of a block: normalised from ``src`` into ``dst``, then packed for the
+    screen (``hi`` may pass the block's end: the screen pads with zero rows)."""
+    _normalize_rows(src, dst, lo, min(hi, len(dst)), offset, "base")
+    screen.pack_rows(dst, lo, hi)
+
+
 def _normalize_rows(
     src: np.ndarray, dst: np.ndarray, lo: int, hi: int, offset: int, what: str
 ) -> None:
@@ -221,33 +226,11 @@ def _normalize_rows(
         )
 
 
-class _ThreadTiles:
-    """One search thread's similarity tile and a zero-padded copy for a block's last rows."""
-
-    def __init__(self, dim: int) -> None:
-        # Queries per GEMM: whole QUERY_ALIGN groups filling tile_bytes_for(dim).
-        per_tile = tile_bytes_for(dim) // (4 * TILE_ROWS) // QUERY_ALIGN * QUERY_ALIGN
-        self.step = max(QUERY_ALIGN, per_tile)
-        self.sims = np.empty((self.step, TILE_ROWS), np.float32)
-        self.padded_rows = np.zeros((TILE_ROWS, dim), np.float32)
-
-    def rows(self, block: np.ndarray, r: int) -> np.ndarray:
-        """Rows ``r..r + TILE_ROWS`` of ``block``, zero-padded to TILE_ROWS when fewer remain."""
-        rows = block[r : r + TILE_ROWS]
-        if len(rows) == TILE_ROWS:
-            return rows
-        self.padded_rows[: len(rows)] = rows
-        self.padded_rows[len(rows) :] = 0
-        return self.padded_rows
-
-
 class _TopK:
-    """Every query's best k similarities so far (see :mod:`featlab.eval._topk`)."""
+    """Every query's best k similarities so far (see :mod:`featlab.eval._topk`); the screens
+    offer rows to its buffers."""
 
     def __init__(self, m: int, k: int, id_dtype: type) -> None:
-        from featlab.eval import _topk
-
-        self._kernels = _topk
         self.m, self.k = m, k
         cap = k + max(EXTRA_SLOTS, k // 2)  # >= k + SCREEN_CHUNK
         self.sims = np.empty((m, cap), dtype=np.float32)
@@ -255,34 +238,13 @@ class _TopK:
         self.counts = np.zeros(m, dtype=np.int64)
         self.kth = np.full(m, -np.inf, dtype=np.float32)
 
-    def offer_block(
-        self, q: np.ndarray, block: np.ndarray, first_id: int, lo: int, hi: int,
-        tiles: _ThreadTiles,
-    ) -> None:
-        """Queries ``lo..hi`` (padded rows included) against ``block`` (rows ``first_id..``).
-
-        Every GEMM has the same shape, ``(step or a multiple of QUERY_ALIGN) x TILE_ROWS``:
-        BLAS rounds the edges of odd shapes differently (and computes one query as a GEMV), so
-        a row's similarity would depend on where the tiling put it — an exact duplicate in a
-        block's last partial tile would then rank apart from its twin.
-        """
-        for r in range(0, len(block), TILE_ROWS):
-            rows = tiles.rows(block, r)
-            width = min(TILE_ROWS, len(block) - r)
-            for ql in range(lo, hi, tiles.step):
-                sims = tiles.sims[: min(tiles.step, hi - ql)]
-                np.matmul(q[ql : ql + len(sims)], rows.T, out=sims)
-                real = min(len(sims), self.m - ql)  # the padding queries are not offered
-                self._kernels.offer_tile(
-                    sims[:real], width, first_id + r, ql, self.sims, self.ids, self.counts,
-                    self.kth, self.k,
-                )
-
     def result(
         self, pool: ThreadPoolExecutor, shares: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(sims (m, k) float32, ids (m, k) int64)`` sorted best first; the buffers go."""
-        _run_all(pool, self._kernels.finish_queries, [
+        from featlab.eval._topk import finish_queries
+
+        _run_all(pool, finish_queries, [
             (self.sims, self.ids, self.counts, self.k, lo, hi) for lo, hi in pairwise(shares)
         ])
         # One buffer at a time becomes a result, so at most one and a half are alive.

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from featlab.errors import InvalidArgumentError
+from featlab.eval._amx import amx_bf16_available
 from featlab.eval.knn import (
     array_blocks,
     build_ivf_index,
@@ -17,6 +18,9 @@ from featlab.eval.knn import (
     l2_normalize,
     recall_at_k,
 )
+
+# Every screen this CPU can run; the results must be the same bits for all of them.
+KERNELS = ["fp32"] + (["amx-bf16"] if amx_bf16_available() else [])
 
 
 def test_search_matches_brute_force_cosine():
@@ -172,55 +176,102 @@ def test_ties_break_by_lowest_id_so_a_small_k_is_a_prefix_of_a_large_k():
     np.testing.assert_array_equal(small_i, large_i[:, :20])
     np.testing.assert_array_equal(small_s, large_s[:, :20])
     # Reference: a stable sort of the brute-force similarities (descending, lowest id first).
-    full = l2_normalize(queries) @ l2_normalize(base).T
-    ref = np.lexsort((np.broadcast_to(np.arange(3000), full.shape), -full), axis=1)[:, :20]
-    np.testing.assert_array_equal(small_i, ref)
+    np.testing.assert_array_equal(small_i, _lowest_id_first_top_k(queries, base, 20))
+
+
+def _exact_similarities(queries: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """The similarities the search reports: float32 unit rows, dot products summed in float64
+    (here by numpy's float64 GEMM, an independent summation), rounded to float32 once."""
+    q, b = (l2_normalize(x).astype(np.float64) for x in (queries, base))
+    return (q @ b.T).astype(np.float32)
 
 
 def _lowest_id_first_top_k(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
-    full = l2_normalize(queries) @ l2_normalize(base).T
+    full = _exact_similarities(queries, base)
     ids = np.broadcast_to(np.arange(len(base)), full.shape)
     return np.lexsort((ids, -full), axis=1)[:, :k]
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_search_is_independent_of_threads_and_tiles(threads, monkeypatch):
-    # Tiles of 64 rows x 64 queries: many tiles per block, several query steps per thread
-    # (200 queries: 4 groups of 64, the last padded), and buffers cut back to k many times
-    # (k = 5: 64 spare slots, 4,000 rows).
-    import featlab.eval.knn as knn
+def test_search_is_independent_of_threads_and_tiles(threads, kernel, monkeypatch):
+    # Tiles of 64 rows x 64 queries (fp32) or 32 rows (AMX): many tiles per block, several
+    # query steps per thread (200 queries: 4 groups of 64, the last padded), and buffers cut
+    # back to k many times (k = 5: 64 spare slots, 4,000 rows).
+    from featlab.eval import _screens
 
-    monkeypatch.setattr(knn, "TILE_ROWS", 64)
-    monkeypatch.setattr(knn, "MIN_TILE_BYTES", 64 * 4 * 64)
+    monkeypatch.setattr(_screens, "TILE_ROWS", 64)
+    monkeypatch.setattr(_screens, "MIN_TILE_BYTES", 64 * 4 * 64)
+    monkeypatch.setattr(_screens, "AMX_TILE_BYTES", 1)
     rng = np.random.default_rng(11)
     base = rng.normal(size=(500, 6)).astype(np.float32)[rng.integers(0, 500, 4000)]
     queries = rng.normal(size=(200, 6)).astype(np.float32)
     ref = _lowest_id_first_top_k(queries, base, 5)
-    _, idx = knn_search(queries, base, k=5, threads=threads)
+    _, idx = knn_search(queries, base, k=5, threads=threads, kernel=kernel)
     np.testing.assert_array_equal(idx, ref)
     # Blocks of unknown total size hold 64-bit ids; the result is the same.
-    _, streamed = knn_search(queries, array_blocks(base.copy(), 333), k=5, threads=threads)
+    _, streamed = knn_search(
+        queries, array_blocks(base.copy(), 333), k=5, threads=threads, kernel=kernel
+    )
     np.testing.assert_array_equal(streamed, ref)
 
 
-def test_duplicates_in_a_partial_tile_and_thread_counts_give_the_same_bits():
-    # d = 384 as a ViT-S: BLAS rounds odd GEMM shapes (a block's last, narrower tile; a single
-    # query) differently, so every GEMM is given the same shape. Row 2048 duplicates row 0 and
-    # is alone in the last tile; it must tie with row 0 exactly and rank after it.
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_duplicates_in_a_partial_tile_and_thread_counts_give_the_same_bits(kernel):
+    # d = 384 as a ViT-S. Row 2048 duplicates row 0 and is alone in the last tile (and block
+    # group); it must tie with row 0 exactly and rank after it, whatever the threads.
     rng = np.random.default_rng(0)
     queries = rng.normal(size=(130, 384)).astype(np.float32)
     base = rng.normal(size=(2049, 384)).astype(np.float32)
     base[0] = queries[0] + 0.3 * rng.normal(size=384).astype(np.float32)
     base[2048] = base[0]
-    one = knn_search(queries, base, k=3, threads=1)
+    one = knn_search(queries, base, k=3, threads=1, kernel=kernel)
     assert one[1][0, :2].tolist() == [0, 2048]
     assert one[0][0, 0] == one[0][0, 1]
     for threads in (2, 3):
-        other = knn_search(queries, base, k=3, threads=threads)
+        other = knn_search(queries, base, k=3, threads=threads, kernel=kernel)
         np.testing.assert_array_equal(other[0], one[0])
         np.testing.assert_array_equal(other[1], one[1])
-    alone = knn_search(queries[:1], base, k=3, threads=1)  # a single query: no GEMV
+    alone = knn_search(queries[:1], base, k=3, threads=1, kernel=kernel)
     np.testing.assert_array_equal(alone[0], one[0][:1])
+    np.testing.assert_array_equal(one[1], _lowest_id_first_top_k(queries, base, 3))
+    np.testing.assert_array_equal(
+        one[0], np.take_along_axis(_exact_similarities(queries, base), one[1], axis=1)
+    )
+
+
+@pytest.mark.skipif(len(KERNELS) < 2, reason="this CPU has no AMX: only the fp32 screen runs")
+def test_amx_and_fp32_screens_give_the_same_bits_on_near_ties():
+    # Rows packed within ~1e-3 of each other in cosine, far below bf16's resolution (~4e-3):
+    # the bf16 screen cannot order them, so the exact re-scoring decides every rank.
+    rng = np.random.default_rng(3)
+    center = rng.normal(size=96).astype(np.float32)
+    base = (center + 0.02 * rng.normal(size=(3000, 96))).astype(np.float32)
+    base[2500:2600] = base[100:200]  # exact duplicates, later in the stream
+    queries = (center + 0.02 * rng.normal(size=(100, 96))).astype(np.float32)
+    ref = _lowest_id_first_top_k(queries, base, 50)
+    results = [knn_search(queries, base, k=50, kernel=kernel) for kernel in KERNELS]
+    for sims, idx in results:
+        np.testing.assert_array_equal(idx, ref)
+        np.testing.assert_array_equal(sims, results[0][0])
+    assert np.diff(results[0][0], axis=1).max() <= 0  # best first
+    assert (np.abs(np.diff(results[0][0], axis=1)) < 1e-4).mean() > 0.5  # really near-ties
+
+
+def test_kernel_is_checked_and_amx_refused_where_it_cannot_run(monkeypatch):
+    from featlab.eval import _amx
+
+    x = np.eye(4, dtype=np.float32)
+    with pytest.raises(InvalidArgumentError, match="kNN kernel must be one of"):
+        knn_search(x, x, k=1, kernel="bf16")
+    monkeypatch.setenv("FEATLAB_KNN_KERNEL", "gpu")
+    with pytest.raises(InvalidArgumentError, match="FEATLAB_KNN_KERNEL"):
+        knn_search(x, x, k=1)
+    monkeypatch.setenv("FEATLAB_KNN_KERNEL", "fp32")
+    assert knn_search(x, x, k=1)[1].ravel().tolist() == [0, 1, 2, 3]
+    monkeypatch.setattr(_amx, "amx_bf16_available", lambda: False)
+    with pytest.raises(InvalidArgumentError, match="needs an x86-64 Linux CPU with AMX"):
+        knn_search(x, x, k=1, kernel="amx-bf16")
 
 
 def test_k_must_be_a_positive_whole_number():
