@@ -261,17 +261,25 @@ def amx_bf16_available() -> bool:
             flags = next((line for line in f if line.startswith("flags")), "").split()
     except OSError:
         return False
-    from llvmlite import binding
-
-    llvm_features = binding.get_host_cpu_features()
-    if not all(f in flags for f in ("amx_tile", "amx_bf16")) or not all(
-        llvm_features.get(f) for f in ("amx-tile", "amx-bf16")
-    ):
+    if not all(f in flags for f in ("amx_tile", "amx_bf16")) or not _numba_targets_amx():
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
         return False
     return _self_test()
+
+
+def _numba_targets_amx() -> bool:
+    """Whether numba compiles for a CPU with AMX: the host's features, unless
+    ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` chose another target (e.g. a portable cache),
+    where a tile instruction would abort the process in LLVM."""
+    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:
+        features = (numba.config.CPU_FEATURES or "").split(",")
+        return all(f"+{f}" in features for f in ("amx-tile", "amx-bf16"))
+    from llvmlite import binding
+
+    host = binding.get_host_cpu_features()
+    return all(host.get(f) for f in ("amx-tile", "amx-bf16"))
 
 
 def _self_test() -> bool:

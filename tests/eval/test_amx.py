@@ -92,3 +92,15 @@ def test_exact_similarity_is_the_float64_sum_rounded_once():
     got = np.array([exact_similarity(x, y) for x, y in zip(a, b, strict=True)])
     ref = np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
     np.testing.assert_array_equal(got, ref)
+
+
+def test_amx_is_not_compiled_for_a_target_numba_was_told_lacks_it(monkeypatch):
+    # NUMBA_CPU_NAME=generic (a portable cache) has no AMX: a tile instruction would abort
+    # the process inside LLVM, so the screen must not be used at all.
+    import numba
+
+    monkeypatch.setattr(numba.config, "CPU_NAME", "generic")
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "")
+    assert not _amx._numba_targets_amx()
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx512f,+amx-tile,+amx-bf16")
+    assert _amx._numba_targets_amx()
