@@ -34,6 +34,7 @@ MIN_TILE_BYTES, MAX_TILE_BYTES = 8 * 2**20, 32 * 2**20
 # amx-bf16 screen: a tile of rows is ~1.5 MiB of bf16, so it stays in L2 (2 MiB per core
 # here) while every 32-query strip of a thread runs over it.
 AMX_TILE_BYTES = 3 * 2**19
+WARM_ROWS = 8192  # rows whose screen bounds each query's k-th best before the first offer
 
 
 def resolve_kernel(kernel: str = "auto") -> str:
@@ -135,9 +136,11 @@ class AmxScreen:
         self.r_packed = np.empty((0,), np.uint32)
         self.row_slack = np.empty((0,), np.float32)
 
-    def new_worker(self) -> np.ndarray:
-        """One thread's strip of similarities: 32 queries x a tile of rows."""
-        return np.empty((32, self.tile_rows), np.float32)
+    def new_worker(self) -> tuple[np.ndarray, np.ndarray]:
+        """One thread's strip of similarities (32 queries x a tile of rows) and the scratch of
+        the warm start's histograms."""
+        strip = np.empty((32, self.tile_rows), np.float32)
+        return strip, np.empty((32, self._amx.WARM_BINS), np.int32)
 
     def start_block(self, n_rows: int) -> None:
         """Room for a block of ``n_rows`` packed rows (grown, never shrunk)."""
@@ -151,11 +154,21 @@ class AmxScreen:
         self._amx.pack_rows(rows, lo, hi, self.r_packed, self.row_slack)
 
     def offer(
-        self, top, rows: np.ndarray, first_id: int, lo: int, hi: int, strip: np.ndarray
+        self, top, rows: np.ndarray, first_id: int, lo: int, hi: int,
+        worker: tuple[np.ndarray, np.ndarray],
     ) -> None:
-        """Queries ``lo..hi`` (multiples of 32) against the block ``rows`` (ids ``first_id..``)."""
+        """Queries ``lo..hi`` (multiples of 32) against the block ``rows`` (ids ``first_id..``);
+        the first block first bounds each query's k-th best (``_amx.warm_start``)."""
+        strip, hist = worker
+        hi = min(hi, top.m)
+        warm_rows = min(len(rows), WARM_ROWS)
+        if first_id == 0 and warm_rows >= top.k:
+            self._amx.warm_start(
+                self.q_packed, lo, hi, self.r_packed, warm_rows, self.tile_rows, strip, hist,
+                self.cfg, top.kth, top.k, self.row_slack, self.query_slack,
+            )
         self._amx.offer_block(
-            self.q_packed, lo, min(hi, top.m), self.r_packed, len(rows), first_id,
+            self.q_packed, lo, hi, self.r_packed, len(rows), first_id,
             self.tile_rows, strip, self.cfg, top.sims, top.ids, top.counts, top.kth, top.k,
             self.queries, rows, self.row_slack, self.query_slack,
         )

@@ -217,6 +217,22 @@ def test_search_is_independent_of_threads_and_tiles(threads, kernel, monkeypatch
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
+def test_a_first_block_smaller_than_k_and_a_warm_start_from_a_partial_block(kernel):
+    # The AMX screen bounds each query's k-th best from the first block's first rows (the
+    # "warm start") when that block holds at least k rows; here once not (64 < 100) and once
+    # from a first block of 150 rows, most of them duplicated later in the stream.
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(150, 12)).astype(np.float32)[rng.integers(0, 150, 1500)]
+    queries = rng.normal(size=(70, 12)).astype(np.float32)
+    ref = _lowest_id_first_top_k(queries, base, 100)
+    for rows in (64, 150):
+        _, idx = knn_search(
+            queries, array_blocks(base.copy(), rows), k=100, n_base=len(base), kernel=kernel
+        )
+        np.testing.assert_array_equal(idx, ref)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_duplicates_in_a_partial_tile_and_thread_counts_give_the_same_bits(kernel):
     # d = 384 as a ViT-S. Row 2048 duplicates row 0 and is alone in the last tile (and block
     # group); it must tie with row 0 exactly and rank after it, whatever the threads.
