@@ -7,9 +7,10 @@ vectorised count, in its own function so that it compiles to vector code); only 
 a possible candidate are walked, each candidate is re-scored exactly
 (:func:`exact_similarity`) and appended branch-free, and a full buffer is cut back to its best
 ``k`` by a quickselect. Once a few thousand rows are seen almost no chunk holds a candidate.
-Measured at d = 384, k = 200 on 2 cores (2026-12-06): ~2,400 rows re-scored per query of
-262,144 (~1,400 of them while the k-th best still rises over the first rows, ~450 within the
-bf16 screen's error of the final k-th best).
+Measured at d = 384, k = 200 on 2 cores (2026-12-06), AMX screen: ~2,400 rows re-scored per
+query of 262,144, half of them in the first 8,192 rows while the k-th best still rises (~1,500
+with the AMX screen's warm start, ``featlab.eval._amx.warm_start``), ~450 within the bf16
+screen's error of the final k-th best.
 
 Order: a larger similarity is better, and among equal similarities the lower row id. Cuts keep
 the best ``k`` under that whole order, so the result does not depend on the screen, tiling,
