@@ -254,6 +254,17 @@ def _round_row(row, half, rounded):  # type: ignore[no-untyped-def]
 
 
 @_jit
+def _row_bits(x, i, half, rounded, err):  # type: ignore[no-untyped-def]
+    """Row ``i`` of ``x`` as bf16 bits in ``half`` (zeros for a padding row ``i >= n``) and its
+    rounding error in ``err[i]``."""
+    if i < x.shape[0]:
+        err[i] = _round_row(x[i], half, rounded)
+    else:
+        half[:] = 0
+        err[i] = 0.0
+
+
+@_jit
 def pack_queries(x, lo, hi, packed, err):  # type: ignore[no-untyped-def]
     """Rows ``lo..hi`` (multiples of 16) of ``x (n, d) float32`` rounded to bf16 into
     ``packed (groups, kp / 32, 16, 32) uint16``, zero beyond ``n`` rows and ``d`` features;
@@ -263,32 +274,24 @@ def pack_queries(x, lo, hi, packed, err):  # type: ignore[no-untyped-def]
     ``|bf16(x).bf16(y) - x.y| <= |e_x| |y| + |x| |e_y| + |e_x| |e_y|`` (Cauchy-Schwarz), plus
     the float32 accumulation error.
     """
-    n, d = x.shape
-    kp = packed.shape[1] * K_STEP
-    half, rounded = np.zeros(kp, np.uint32), np.empty(d, np.uint32)
+    half = np.zeros(packed.shape[1] * K_STEP, np.uint32)
+    rounded = np.empty(x.shape[1], np.uint32)
     for i in range(lo, hi):
-        if i < n:
-            err[i] = _round_row(x[i], half, rounded)
-        else:
-            half[:], err[i] = 0, 0.0
+        _row_bits(x, i, half, rounded, err)
         g, r = i // GROUP, i % GROUP
-        for f in range(kp):
+        for f in range(half.size):
             packed[g, f // K_STEP, r, f % K_STEP] = np.uint16(half[f])
 
 
 @_jit
 def pack_rows(x, lo, hi, packed, err):  # type: ignore[no-untyped-def]
     """As :func:`pack_queries`, into the rows' layout ``packed (groups, kp / 2, 16) uint32``."""
-    n, d = x.shape
-    kp = packed.shape[1] * 2
-    half, rounded = np.zeros(kp, np.uint32), np.empty(d, np.uint32)
+    half = np.zeros(packed.shape[1] * 2, np.uint32)
+    rounded = np.empty(x.shape[1], np.uint32)
     for i in range(lo, hi):
-        if i < n:
-            err[i] = _round_row(x[i], half, rounded)
-        else:
-            half[:], err[i] = 0, 0.0
+        _row_bits(x, i, half, rounded, err)
         g, r = i // GROUP, i % GROUP
-        for f in range(0, kp, 2):
+        for f in range(0, half.size, 2):
             packed[g, f // 2, r] = half[f] | (half[f + 1] << np.uint32(16))
 
 
