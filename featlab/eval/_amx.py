@@ -215,11 +215,11 @@ def warm_start(  # type: ignore[no-untyped-def]
             g1 = g0 + (width + 2 * GROUP - 1) // (2 * GROUP) * 2
             strip_similarities(q_packed, s0 // (2 * GROUP), r_packed, g0, g1, strip, cfg)
             for i in range(2 * GROUP):
-                counts = hist[i]
+                bins = hist[i]
                 for j in range(width):
                     at = (strip[i, j] - row_slack[r0 + j] - WARM_LOWEST) * WARM_BINS_PER_UNIT
                     # Below the range counts in bin 0, whose edge is then -inf (no bound).
-                    counts[min(max(int(at), 0), WARM_BINS - 1)] += 1
+                    bins[min(max(int(at), 0), WARM_BINS - 1)] += 1
         for i in range(min(2 * GROUP, q_hi - s0)):
             seen, b = 0, WARM_BINS - 1
             while b > 0:
@@ -248,8 +248,9 @@ def _round_row(row, half, rounded):  # type: ignore[no-untyped-def]
     e2 = 0.0
     as_float = rounded.view(np.float32)
     for f in range(row.size):
-        e = np.float64(as_float[f]) - np.float64(row[f])
+        e = np.float64(as_float[f]) - np.float64(row[f])  # exact in float64
         e2 += e * e
+    # The factor covers the float64 sum and square root, and the rounding to float32.
     return np.float32(math.sqrt(e2) * (1.0 + 2.0**-16))
 
 
@@ -309,6 +310,8 @@ def amx_bf16_available() -> bool:
     32 x 32 x 32 product that matches numpy's."""
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         return False
+    if numba.config.DISABLE_JIT:  # the tile intrinsics exist only in compiled code
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line for line in f if line.startswith("flags")), "").split()
@@ -317,7 +320,10 @@ def amx_bf16_available() -> bool:
     if not all(f in flags for f in ("amx_tile", "amx_bf16")) or not _numba_targets_amx():
         return False
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
+    libc.syscall.restype = ctypes.c_long
+    request = (ctypes.c_long(v) for v in (_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM,
+                                          _XFEATURE_XTILEDATA))
+    if libc.syscall(*request) != 0:  # e.g. a kernel before 5.16, or AMX disabled by the OS
         return False
     return _self_test()
 

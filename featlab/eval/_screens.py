@@ -120,6 +120,8 @@ class AmxScreen:
     def __init__(self, queries: np.ndarray) -> None:
         from featlab.eval import _amx
 
+        if not _amx.amx_bf16_available():  # also what asks the OS for the tile state
+            raise InvalidArgumentError("the amx-bf16 screen needs a CPU with AMX; use fp32")
         self._amx = _amx
         self.queries = queries
         q_shape, _ = _amx.packed_shapes(len(queries), queries.shape[1])
@@ -133,7 +135,7 @@ class AmxScreen:
         )
         self.tile_rows = max(32, AMX_TILE_BYTES // (6 * kp) // 32 * 32)
         self.cfg = _amx.tile_config()
-        self.r_packed = np.empty((0,), np.uint32)
+        self.r_packed = np.empty((0, kp // 2, _amx.GROUP), np.uint32)  # grown per block
         self.row_slack = np.empty((0,), np.float32)
 
     def new_worker(self) -> tuple[np.ndarray, np.ndarray]:

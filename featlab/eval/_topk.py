@@ -120,8 +120,9 @@ def offer_tile(  # type: ignore[no-untyped-def]
     screen's precision, and the same bits for every screen.
 
     ``buf_sims / buf_ids (m, cap)`` hold each query's candidates (``cap >= k + SCREEN_CHUNK``),
-    ``counts (m,)`` how many, ``kth (m,)`` float32 the k-th best exact similarity kept at the
-    last cut (``-inf`` before the first); all are updated in place.
+    ``counts (m,)`` how many, ``kth (m,)`` float32 a lower bound of the query's final k-th best:
+    the k-th best exact similarity kept at the last cut, or before the first the warm start's
+    bound (``-inf`` without one); all are updated in place.
     """
     ni = tile.shape[0]
     cap = buf_sims.shape[1]
@@ -151,8 +152,13 @@ def offer_tile(  # type: ignore[no-untyped-def]
 @_jit
 def finish_queries(buf_sims, buf_ids, counts, k, lo, hi):  # type: ignore[no-untyped-def]
     """Sort the best ``k`` of queries ``lo..hi`` into ``buf_sims / buf_ids[:, :k]``, in place,
-    best first (similarity descending, then id ascending)."""
+    best first (similarity descending, then id ascending). Returns how many of the queries hold
+    fewer than ``k`` candidates (none, unless a screen's error bound was broken)."""
+    short = 0
     for q in range(lo, hi):
+        if counts[q] < k:
+            short += 1
+            continue
         bs, bi = buf_sims[q], buf_ids[q]
         if counts[q] > k:
             _select_best(bs, bi, counts[q], k)
@@ -163,3 +169,4 @@ def finish_queries(buf_sims, buf_ids, counts, k, lo, hi):  # type: ignore[no-unt
         for t in range(k):
             bs[t] = s[order[t]]
             bi[t] = i[order[t]]
+    return short

@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
-from featlab._vectors import l2_normalize, row_norms
-from featlab.errors import InvalidArgumentError
+from featlab._vectors import l2_normalize, normalize_rows_into
+from featlab.errors import FeatlabError, InvalidArgumentError
 from featlab.eval._screens import TILE_ROWS, AmxScreen, Fp32Screen, resolve_kernel
 
 DEFAULT_KS = (20, 200)
@@ -188,10 +189,10 @@ def _one_blas_thread() -> None:
     threadpool_limits(1, user_api="blas")
 
 
-def _run_all(pool: ThreadPoolExecutor, fn: Callable[..., None], calls: list[tuple]) -> None:
-    """``fn(*args)`` for every ``args`` on the pool; returns when all are done (re-raising)."""
-    for job in [pool.submit(fn, *args) for args in calls]:
-        job.result()
+def _run_all(pool: ThreadPoolExecutor, fn: Callable[..., Any], calls: list[tuple]) -> list:
+    """``fn(*args)`` for every ``args`` on the pool: their results, when all are done
+    (re-raising)."""
+    return [job.result() for job in [pool.submit(fn, *args) for args in calls]]
 
 
 def _prepare_rows(
@@ -213,10 +214,8 @@ def _normalize_rows(
         InvalidArgumentError: A row holds NaN or inf, named as ``what`` row ``offset + i``
             (NaN is never a neighbour and would silently leave a query with fewer than k).
     """
-    rows = np.asarray(src[lo:hi], dtype=np.float32)
     out = dst[lo:hi]
-    with np.errstate(invalid="ignore", over="ignore"):  # inf / inf: refused just below
-        np.divide(rows, row_norms(rows), out=out)
+    normalize_rows_into(np.asarray(src[lo:hi], dtype=np.float32), out)
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
         raise InvalidArgumentError(
@@ -244,9 +243,14 @@ class _TopK:
         """``(sims (m, k) float32, ids (m, k) int64)`` sorted best first; the buffers go."""
         from featlab.eval._topk import finish_queries
 
-        _run_all(pool, finish_queries, [
+        short = sum(_run_all(pool, finish_queries, [
             (self.sims, self.ids, self.counts, self.k, lo, hi) for lo, hi in pairwise(shares)
-        ])
+        ]))
+        if short:  # the screens' error bounds guarantee k; never silently return fewer
+            raise FeatlabError(
+                f"internal error: {short} queries kept fewer than k = {self.k} neighbours; "
+                "please report it (with kernel='fp32' as a workaround if it was amx-bf16)"
+            )
         # One buffer at a time becomes a result, so at most one and a half are alive.
         sims = np.ascontiguousarray(self.sims[:, : self.k])
         del self.sims

@@ -104,3 +104,11 @@ def test_amx_is_not_compiled_for_a_target_numba_was_told_lacks_it(monkeypatch):
     assert not _amx._numba_targets_amx()
     monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx512f,+amx-tile,+amx-bf16")
     assert _amx._numba_targets_amx()
+
+
+def test_no_amx_without_compiled_code(monkeypatch):
+    # NUMBA_DISABLE_JIT runs kernels as Python, where the tile intrinsics do not exist.
+    import numba
+
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    assert not _amx.amx_bf16_available.__wrapped__()

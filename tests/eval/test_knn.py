@@ -79,6 +79,40 @@ def test_l2_normalize_keeps_zero_rows_finite():
     np.testing.assert_allclose(out, [[0.6, 0.8], [0, 0]])
 
 
+def test_l2_normalize_gives_unit_rows_at_extreme_magnitudes():
+    # float32 squares underflow below ~1e-19 and overflow above ~1e19: such rows are normalised
+    # in float64. The search's error bounds assume unit rows (to ~2^-23).
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(1, 300))  # one direction at six magnitudes
+    scales = [1.0, 1e-30, 2.0**-140, 1e-19, 1e25, 1e36]  # 2^-140: denormal float32 entries
+    rows = (x * np.array(scales)[:, None]).astype(np.float32)
+    out = l2_normalize(rows)
+    norms = np.linalg.norm(out.astype(np.float64), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=2**-21)
+    same = np.broadcast_to(out[0], out.shape)
+    np.testing.assert_allclose(out[[1, 3, 4, 5]], same[[1, 3, 4, 5]], atol=1e-7)
+    np.testing.assert_allclose(out[2], same[2], atol=1e-3)  # denormal entries: ~9 bits each
+    with np.errstate(invalid="ignore"):
+        bad = l2_normalize(np.array([[np.nan, 1.0], [np.inf, 1.0], [0.0, 0.0]], np.float32))
+    assert not np.isfinite(bad[:2]).all(axis=1).any()
+    assert bad[2].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_search_with_tiny_rows_and_an_empty_first_block(kernel):
+    # Rows of ~1e-27 (float32 squares underflow) in near-ties, streamed after an empty block;
+    # their entries are whole bf16 values, so the bf16 screen's own error is nil and only a
+    # badly normalised row (a float32 norm of 0) breaks its bound.
+    rng = np.random.default_rng(1)
+    center = rng.normal(size=64)
+    near = (center + 0.002 * rng.normal(size=(4000, 64))).astype(np.float32)
+    base = (near.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32) * np.float32(2**-90)
+    queries = rng.normal(size=(100, 64)).astype(np.float32)
+    ref = _lowest_id_first_top_k(queries, base, 100)
+    _, idx = knn_search(queries, iter([base[:0], base]), k=100, n_base=len(base), kernel=kernel)
+    np.testing.assert_array_equal(idx, ref)
+
+
 def test_majority_limit_matches_sklearn_cosine_knn():
     from sklearn.neighbors import KNeighborsClassifier
 
