@@ -1,8 +1,9 @@
 """bf16 similarity tiles on Intel AMX, for the screen of the exact kNN search (numba kernels).
 
-On CPUs with AMX (Sapphire Rapids and later) a core multiplies bf16 tiles ~5-10x faster than it
-runs a float32 GEMM; measured here on one core (2026-12-06) at the search's shapes (d = 384):
-this kernel 560-750 GFLOP/s, numpy's OpenBLAS float32 GEMM ~140-160, MKL's ~200. The search
+On CPUs with AMX (Sapphire Rapids and later) a core multiplies bf16 tiles ~5-8x faster than it
+runs a float32 GEMM; measured here on one core (2026-12-06) at the search's shapes: this kernel
+1,100-1,290 GFLOP/s alone (d = 384 and 1536; ~600-1,000 inside the search, which shares the
+caches with the re-scoring), numpy's OpenBLAS float32 GEMM ~140-160, MKL's ~200. The search
 uses these tiles only to *screen* rows: :mod:`featlab.eval._topk` re-scores every row that
 could still be among a query's best k exactly, so the neighbours and their similarities are
 the same bits as with the float32 screen. The error of a bf16 tile value is bounded per pair

@@ -6,9 +6,10 @@ selection (:func:`featlab.eval._topk.offer_tile`) re-scores exactly every row th
 cannot rule out of a query's best k. Two screens, one result (the same bits):
 
 - ``fp32``: numpy's float32 GEMM (OpenBLAS here); error ``<= d 2^-24`` for unit rows.
-- ``amx-bf16``: Intel AMX bf16 tiles (:mod:`featlab.eval._amx`), ~5x the float32 GEMM's speed
-  on one core of this machine; error ``<= |e_q| + |e_r| + |e_q| |e_r| + kp 2^-24``, with
-  ``e`` a row's bf16 rounding error (~0.0017 for a unit row at d = 384).
+- ``amx-bf16``: Intel AMX bf16 tiles (:mod:`featlab.eval._amx`), ~5-8x the float32 GEMM's
+  speed on one core of this machine; error ``<= |e_q| + |e_r| + |e_q| |e_r| + kp 2^-24``, with
+  ``e`` a row's bf16 rounding error (~0.0017 for a unit row at d = 384). Its first block also
+  bounds each query's k-th best before any row is offered (``_amx.warm_start``).
 
 Each bound is split into a per-query and a per-row part (``query_slack``, ``row_slack``) with
 a margin of 2^-20 for the float32 rounding of the comparisons themselves.
