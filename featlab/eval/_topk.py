@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 SCREEN_CHUNK = 32  # similarities screened at once (32 and 64 ran alike; 16 was slower)
 
@@ -69,6 +73,30 @@ def _select_best(sims, ids, n, k):  # type: ignore[no-untyped-def]
     for t in range(1, k):
         worst = min(worst, sims[t])
     return worst
+
+
+@intrinsic
+def _prefetch(typingctx, address):  # type: ignore[no-untyped-def]
+    """Hint the CPU to bring the cache line at ``address`` into all cache levels."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        i32 = ir.IntType(32)
+        ptr = ir.PointerType(ir.IntType(8))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr, i32, i32, i32]),
+            "llvm.prefetch.p0",
+        )
+        # read, keep in all levels, data cache
+        builder.call(fn, [builder.inttoptr(args[0], ptr), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(types.uintp), codegen
+
+
+@_jit
+def _prefetch_row(row):  # type: ignore[no-untyped-def]
+    for offset in range(0, row.size * row.itemsize, 64):
+        _prefetch(row.ctypes.data + offset)
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
@@ -126,15 +154,26 @@ def offer_tile(  # type: ignore[no-untyped-def]
     """
     ni = tile.shape[0]
     cap = buf_sims.shape[1]
-    hot = np.empty((nj + SCREEN_CHUNK - 1) // SCREEN_CHUNK, dtype=np.int64)
+    hot = np.empty((ni, (nj + SCREEN_CHUNK - 1) // SCREEN_CHUNK), dtype=np.int64)
+    n_hot = np.empty(ni, dtype=np.int64)
+    # Screen every query first, and fetch the rows of those with candidates while the others
+    # are screened: a re-score otherwise waits on its query's row (6 KiB at d = 1536), which
+    # leaves the caches between tiles.
     for i in range(ni):
+        q = first_query + i
+        n_hot[i] = _hot_chunks(tile[i, :nj], row_slack[:nj], kth[q] - query_slack[q], hot[i])
+        if n_hot[i] > 0:
+            _prefetch_row(queries[q])
+    for i in range(ni):
+        if n_hot[i] == 0:
+            continue
         q = first_query + i
         bs, bi, query = buf_sims[q], buf_ids[q], queries[q]
         th, c = kth[q], counts[q]
         screen = th - query_slack[q]
         row = tile[i, :nj]
-        for h in range(_hot_chunks(row, row_slack[:nj], screen, hot)):
-            j = hot[h]
+        for h in range(n_hot[i]):
+            j = hot[i, h]
             end = min(j + SCREEN_CHUNK, nj)
             if c + (end - j) > cap:  # room for the whole chunk: cut back to the best k
                 th = _select_best(bs, bi, c, k)
