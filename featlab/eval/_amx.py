@@ -34,9 +34,9 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
+from featlab.eval._llvm import I8, I64, PTR, call_intrinsic
 from featlab.eval._topk import offer_tile
 
 GROUP = 16  # rows of an AMX tile
@@ -46,21 +46,10 @@ _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
 
 _jit = numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
-_I8, _I64 = ir.IntType(8), ir.IntType(64)
-_PTR = ir.PointerType(_I8)
-
-
-def _llvm_call(builder: ir.IRBuilder, name: str, args: list, arg_types: list) -> None:
-    fn = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), arg_types), name
-    )
-    builder.call(fn, args)
-
-
 @intrinsic
 def _load_tile_config(typingctx, address):  # type: ignore[no-untyped-def]
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        _llvm_call(builder, "llvm.x86.ldtilecfg", [builder.inttoptr(args[0], _PTR)], [_PTR])
+        call_intrinsic(builder, "llvm.x86.ldtilecfg", [builder.inttoptr(args[0], PTR)], [PTR])
         return context.get_dummy_value()
 
     return types.void(types.uintp), codegen
@@ -69,7 +58,7 @@ def _load_tile_config(typingctx, address):  # type: ignore[no-untyped-def]
 @intrinsic
 def _release_tiles(typingctx):  # type: ignore[no-untyped-def]
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        _llvm_call(builder, "llvm.x86.tilerelease", [], [])
+        call_intrinsic(builder, "llvm.x86.tilerelease", [], [])
         return context.get_dummy_value()
 
     return types.void(), codegen
@@ -82,8 +71,8 @@ def _tile_memory_op(name: str, tile: int):  # type: ignore[no-untyped-def]
     @intrinsic
     def op(typingctx, address, stride):  # type: ignore[no-untyped-def]
         def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-            ptr = builder.inttoptr(args[0], _PTR)
-            _llvm_call(builder, name, [ir.Constant(_I8, tile), ptr, args[1]], [_I8, _PTR, _I64])
+            ptr = builder.inttoptr(args[0], PTR)
+            call_intrinsic(builder, name, [ir.Constant(I8, tile), ptr, args[1]], [I8, PTR, I64])
             return context.get_dummy_value()
 
         return types.void(types.uintp, types.int64), codegen
@@ -97,7 +86,7 @@ def _tile_op(name: str, *tiles: int):  # type: ignore[no-untyped-def]
     @intrinsic
     def op(typingctx):  # type: ignore[no-untyped-def]
         def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-            _llvm_call(builder, name, [ir.Constant(_I8, t) for t in tiles], [_I8] * len(tiles))
+            call_intrinsic(builder, name, [ir.Constant(I8, t) for t in tiles], [I8] * len(tiles))
             return context.get_dummy_value()
 
         return types.void(), codegen
@@ -126,9 +115,10 @@ def tile_config() -> np.ndarray:
 
 
 @_jit
-def strip_similarities(queries, strip, rows, g0, g1, out, cfg):  # type: ignore[no-untyped-def]
-    """``out (32, 16 * (g1 - g0)) float32`` = bf16 dot products of the 32 queries of query
-    groups ``2 * strip, 2 * strip + 1`` with the rows of row groups ``g0..g1`` (an even count).
+def strip_similarities(queries, strip, rows, first_row, n_rows, out, cfg):  # type: ignore[no-untyped-def]
+    """``out[:, :n]`` float32 = bf16 dot products of the 32 queries of query groups
+    ``2 * strip, 2 * strip + 1`` with rows ``first_row..first_row + n`` (``first_row`` a
+    multiple of 32, ``n`` = ``n_rows`` rounded up to 32: the packed zero rows fill the rest).
 
     ``queries`` and ``rows`` are packed by :func:`pack_queries` and :func:`pack_rows`; ``cfg``
     is :func:`tile_config`. Accumulation is float32 (each bf16 product is exact in float32).
@@ -139,6 +129,8 @@ def strip_similarities(queries, strip, rows, g0, g1, out, cfg):  # type: ignore[
     out_stride = out.shape[1] * 4
     q0 = queries.ctypes.data + 2 * strip * q_bytes
     q1 = q0 + q_bytes
+    g0 = first_row // GROUP
+    g1 = g0 + (n_rows + 2 * GROUP - 1) // (2 * GROUP) * 2
     _load_tile_config(cfg.ctypes.data)
     for g in range(g0, g1, 2):
         r0 = rows.ctypes.data + g * r_bytes
@@ -175,10 +167,8 @@ def offer_block(  # type: ignore[no-untyped-def]
     :func:`featlab.eval._topk.offer_tile` (arguments from ``buf_sims`` on as there)."""
     for r0 in range(0, n_rows, tile_rows):
         width = min(tile_rows, n_rows - r0)
-        g0 = r0 // GROUP
-        g1 = g0 + (width + 2 * GROUP - 1) // (2 * GROUP) * 2
         for s0 in range(q_lo, q_hi, 2 * GROUP):
-            strip_similarities(q_packed, s0 // (2 * GROUP), r_packed, g0, g1, strip, cfg)
+            strip_similarities(q_packed, s0 // (2 * GROUP), r_packed, r0, width, strip, cfg)
             offer_tile(
                 strip[: min(2 * GROUP, q_hi - s0)], width, first_id + r0, s0, buf_sims,
                 buf_ids, counts, kth, k, queries, rows[r0:], row_slack[r0:], query_slack,
@@ -212,9 +202,7 @@ def warm_start(  # type: ignore[no-untyped-def]
         hist[:] = 0
         for r0 in range(0, warm_rows, tile_rows):
             width = min(tile_rows, warm_rows - r0)
-            g0 = r0 // GROUP
-            g1 = g0 + (width + 2 * GROUP - 1) // (2 * GROUP) * 2
-            strip_similarities(q_packed, s0 // (2 * GROUP), r_packed, g0, g1, strip, cfg)
+            strip_similarities(q_packed, s0 // (2 * GROUP), r_packed, r0, width, strip, cfg)
             for i in range(2 * GROUP):
                 bins = hist[i]
                 for j in range(width):
@@ -352,5 +340,5 @@ def _self_test() -> bool:
     pack_queries(x, 0, 32, q, err)
     pack_rows(y, 0, 32, r, err)
     out = np.empty((32, 32), np.float32)
-    strip_similarities(q, 0, r, 0, 2, out, tile_config())
+    strip_similarities(q, 0, r, 0, 32, out, tile_config())
     return bool(np.array_equal(out, x @ y.T))

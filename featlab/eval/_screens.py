@@ -73,8 +73,6 @@ def tile_bytes_for(dim: int) -> int:
 class Fp32Screen:
     """float32 GEMM tiles; ``queries (m', d)`` unit rows, ``m'`` a multiple of 64."""
 
-    name = "fp32"
-
     def __init__(self, queries: np.ndarray) -> None:
         dim = queries.shape[1]
         self.queries = queries
@@ -115,8 +113,6 @@ class Fp32Screen:
 
 class AmxScreen:
     """AMX bf16 tiles; ``queries (m', d)`` unit rows, ``m'`` a multiple of 64."""
-
-    name = "amx-bf16"
 
     def __init__(self, queries: np.ndarray) -> None:
         from featlab.eval import _amx

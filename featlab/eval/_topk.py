@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
+
+from featlab.eval._llvm import prefetch
 
 SCREEN_CHUNK = 32  # similarities screened at once (32 and 64 ran alike; 16 was slower)
 
@@ -75,28 +73,10 @@ def _select_best(sims, ids, n, k):  # type: ignore[no-untyped-def]
     return worst
 
 
-@intrinsic
-def _prefetch(typingctx, address):  # type: ignore[no-untyped-def]
-    """Hint the CPU to bring the cache line at ``address`` into all cache levels."""
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        i32 = ir.IntType(32)
-        ptr = ir.PointerType(ir.IntType(8))
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ptr, i32, i32, i32]),
-            "llvm.prefetch.p0",
-        )
-        # read, keep in all levels, data cache
-        builder.call(fn, [builder.inttoptr(args[0], ptr), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(types.uintp), codegen
-
-
 @_jit
 def _prefetch_row(row):  # type: ignore[no-untyped-def]
     for offset in range(0, row.size * row.itemsize, 64):
-        _prefetch(row.ctypes.data + offset)
+        prefetch(row.ctypes.data + offset)
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})

@@ -73,8 +73,8 @@ def test_tiles_are_float32_sums_of_bf16_products_within_the_screen_bound():
     true = queries.astype(np.float64) @ rows.astype(np.float64).T
     kp = q.shape[1] * _amx.K_STEP
     for strip in (0, 1):
-        # Row groups 2..6: rows 32..95 (the first two groups skipped) into columns 0..63.
-        _amx.strip_similarities(q, strip, r, 2, 6, out, _amx.tile_config())
+        # Rows 32..95 (the first 32 skipped) into columns 0..63.
+        _amx.strip_similarities(q, strip, r, 32, 64, out, _amx.tile_config())
         got = out[:, :64].astype(np.float64)
         lo = 32 * strip
         np.testing.assert_allclose(got, bf16_exact[lo : lo + 32, 32:96], atol=kp * 2.0**-24)
@@ -82,7 +82,7 @@ def test_tiles_are_float32_sums_of_bf16_products_within_the_screen_bound():
         qe, re = q_err[lo : lo + 32, None], r_err[None, 32:96]
         bound = qe * (1 + 2.0**-7) + re + kp * 2.0**-23 + ROUNDING_MARGIN
         assert (np.abs(got - true[lo : lo + 32, 32:96]) <= bound).all()
-    _amx.strip_similarities(q, 0, r, 0, 2, out, _amx.tile_config())
+    _amx.strip_similarities(q, 0, r, 0, 32, out, _amx.tile_config())
     assert out[3, 5] == pytest.approx(1.0, abs=0.01)
 
 
